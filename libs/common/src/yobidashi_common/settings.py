@@ -1,0 +1,91 @@
+"""Settings shared by every service. Each service subclasses `ServiceSettings` once.
+
+Everything comes from environment variables (12-factor); the README's table lists them all.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from typing import Annotated, Literal, NoReturn, TypeVar
+
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def parse_duration(value: object) -> object:
+    """Accept ``30``, ``"30"``, ``"90s"``, ``"5m"``, ``"2h"`` or ``"7d"``; return seconds."""
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if not match:
+            raise ValueError(f"not a duration: {value!r} (use e.g. 30s, 5m, 2h, 7d)")
+        return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    return value
+
+
+Seconds = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
+
+
+class NatsSettings(BaseSettings):
+    """How to reach the bus, and how the streams are sized. Production NATS is never open."""
+
+    model_config = SettingsConfigDict(extra="ignore", env_file=None)
+
+    nats_url: str = Field("nats://127.0.0.1:4222", description="Comma-separated server URLs.")
+    nats_token: SecretStr | None = None
+    nats_user: str | None = None
+    nats_password: SecretStr | None = None
+    nats_creds: str | None = Field(None, description="Path to a .creds file (JWT + nkey).")
+    nats_tls_ca: str | None = Field(None, description="CA bundle that signs the server cert.")
+    nats_tls_cert: str | None = None
+    nats_tls_key: str | None = None
+    nats_stream_replicas: int = Field(1, ge=1, le=5)
+    nats_duplicate_window: Seconds = Field(
+        3600.0, description="How long a Nats-Msg-Id is remembered for de-duplication."
+    )
+    nats_alerts_max_age: Seconds = 7 * 86400.0
+    nats_events_max_age: Seconds = 7 * 86400.0
+    nats_publish_timeout: Seconds = 2.0
+
+    @property
+    def servers(self) -> list[str]:
+        return [s.strip() for s in self.nats_url.split(",") if s.strip()]
+
+
+class ServiceSettings(NatsSettings):
+    """Base for each service's one settings class."""
+
+    host: str = "0.0.0.0"
+    port: int = Field(8000, ge=1, le=65535)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "console"] = "json"
+    shutdown_grace: Seconds = Field(
+        10.0, description="How long SIGTERM waits for in-flight work before closing."
+    )
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def load_settings(cls: type[S]) -> S:
+    """Build settings from the environment, or exit with a message a human can act on."""
+    try:
+        return cls()
+    except ValidationError as exc:
+        _exit_with_config_errors(exc)
+
+
+def _exit_with_config_errors(exc: ValidationError) -> NoReturn:
+    lines = ["configuration error:"]
+    for err in exc.errors():
+        name = "_".join(str(p) for p in err["loc"]).upper() or "(settings)"
+        lines.append(f"  {name}: {err['msg']}")
+    print("\n".join(lines), file=sys.stderr)  # noqa: T201 - logging is not configured yet
+    raise SystemExit(2)
+
+
+def secret_value(secret: SecretStr | None) -> str | None:
+    return secret.get_secret_value() if secret is not None else None

@@ -1,0 +1,385 @@
+"""The bus helper against a real nats-server: dedup, acks, retries, dead letters, KV, auth, TLS."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import nats
+import pytest
+from nats.aio.msg import Msg
+from nats.js.api import StreamConfig
+
+from yobidashi_common.bus import (
+    BUS_DEAD_LETTERS,
+    Bus,
+    BusUnavailable,
+    Consumer,
+    ConsumerSpec,
+    Delivery,
+    KvStore,
+    Reject,
+    RetryLater,
+    connect_options,
+    kv_key,
+)
+from yobidashi_common.events import Contract
+from yobidashi_common.settings import NatsSettings
+from yobidashi_common.subjects import BucketSpec, StreamSpec, ensure_stream
+from yobidashi_testing.nats_server import NatsServer, find_nats_server
+
+pytestmark = pytest.mark.integration
+
+STREAM = StreamSpec("T_EVENTS", ["t.>"], max_age=3600, duplicate_window=60)
+BUCKET = BucketSpec("t_state", "test state")
+
+
+class Ping(Contract):
+    n: int
+
+
+def settings(url: str, **kw: object) -> NatsSettings:
+    return NatsSettings.model_validate({"nats_url": url, "nats_publish_timeout": 1, **kw})
+
+
+@asynccontextmanager
+async def connected(url: str, **kw: object) -> AsyncIterator[Bus]:
+    bus = Bus(settings(url, **kw), "test", streams=[STREAM], buckets=[BUCKET])
+    await bus.start()
+    await asyncio.wait_for(bus.wait_ready(), 20)
+    try:
+        yield bus
+    finally:
+        await bus.close()
+
+
+@asynccontextmanager
+async def consuming(
+    bus: Bus, handler: Callable[[Delivery[Ping]], Awaitable[None]], **spec: object
+) -> AsyncIterator[Consumer[Ping]]:
+    params: dict[str, object] = {
+        "stream": "T_EVENTS",
+        "durable": "tester",
+        "subjects": ["t.>"],
+        "retry_backoff": (0.1,),
+        **spec,
+    }
+    consumer = Consumer(bus, ConsumerSpec(**params), Ping, handler)  # type: ignore[arg-type]
+    consumer.start()
+    try:
+        yield consumer
+    finally:
+        await consumer.stop(grace=5)
+
+
+async def eventually(check: Callable[[], bool], timeout: float = 15, what: str = "") -> None:
+    async with asyncio.timeout(timeout):
+        while not check():
+            await asyncio.sleep(0.02)
+    assert check(), what
+
+
+async def dead_letters(url: str) -> list[Msg]:
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        sub = await js.pull_subscribe("yobidashi.dlq.v1.>", stream="YOBIDASHI_DLQ")
+        try:
+            return list(await sub.fetch(50, timeout=1))
+        except nats.errors.TimeoutError:
+            return []
+    finally:
+        await nc.close()
+
+
+async def test_publish_stores_once_per_msg_id(nats_url: str) -> None:
+    async with connected(nats_url) as bus:
+        first = await bus.publish("t.a", Ping(n=1), msg_id="one")
+        again = await bus.publish("t.a", Ping(n=1), msg_id="one")
+        other = await bus.publish("t.a", Ping(n=2), msg_id="two")
+        info = await bus.js.stream_info("T_EVENTS")
+    assert (first.duplicate, again.duplicate, other.duplicate) == (False, True, False)
+    assert again.seq == first.seq
+    assert info.state.messages == 2
+
+
+async def test_publish_while_disconnected_fails_fast(nats_server: NatsServer) -> None:
+    async with connected(nats_server.url) as bus:
+        nats_server.stop()
+        await eventually(lambda: not bus.ready, what="bus noticed the outage")
+        with pytest.raises(BusUnavailable):
+            await bus.publish("t.a", Ping(n=1), msg_id="x")
+
+
+async def test_consumer_acks_what_it_handled(nats_url: str) -> None:
+    seen: list[int] = []
+
+    async def handler(d: Delivery[Ping]) -> None:
+        seen.append(d.event.n)
+
+    async with connected(nats_url) as bus, consuming(bus, handler):
+        for n in range(5):
+            await bus.publish("t.a", Ping(n=n), msg_id=str(n))
+        await eventually(lambda: len(seen) == 5)
+        await asyncio.sleep(0.3)
+        info = await bus.js.consumer_info("T_EVENTS", "tester")
+    assert sorted(seen) == [0, 1, 2, 3, 4]
+    assert info.num_ack_pending == 0
+    assert info.num_pending == 0
+
+
+async def test_retry_later_naks_and_the_message_comes_back(nats_url: str) -> None:
+    deliveries: list[int] = []
+
+    async def handler(d: Delivery[Ping]) -> None:
+        deliveries.append(d.deliveries)
+        if d.deliveries < 3:
+            raise RetryLater("not yet", delay=0.1)
+
+    async with connected(nats_url) as bus, consuming(bus, handler):
+        await bus.publish("t.a", Ping(n=1), msg_id="r")
+        await eventually(lambda: deliveries == [1, 2, 3])
+
+
+async def test_failing_handler_is_dead_lettered_after_max_deliveries(nats_url: str) -> None:
+    calls: list[int] = []
+    before = BUS_DEAD_LETTERS.labels("tester")._value.get()
+
+    async def handler(d: Delivery[Ping]) -> None:
+        calls.append(d.deliveries)
+        raise ValueError("boom")
+
+    async with connected(nats_url) as bus, consuming(bus, handler, max_deliveries=3):
+        await bus.publish("t.poison", Ping(n=7), msg_id="p")
+        await eventually(lambda: len(calls) == 3)
+        await asyncio.sleep(0.5)
+    assert calls == [1, 2, 3]
+    [dead] = await dead_letters(nats_url)
+    assert dead.subject == "yobidashi.dlq.v1.tester"
+    assert dead.headers is not None
+    assert dead.headers["Yobidashi-Dlq-Subject"] == "t.poison"
+    assert "ValueError: boom" in dead.headers["Yobidashi-Dlq-Reason"]
+    assert Ping.model_validate_json(dead.data).n == 7
+    assert BUS_DEAD_LETTERS.labels("tester")._value.get() == before + 1
+
+
+async def test_undecodable_and_rejected_messages_go_straight_to_dead_letters(
+    nats_url: str,
+) -> None:
+    calls: list[int] = []
+
+    async def handler(d: Delivery[Ping]) -> None:
+        calls.append(d.event.n)
+        raise Reject("unknown problem")
+
+    async with connected(nats_url) as bus, consuming(bus, handler):
+        await bus.js.publish("t.garbage", b"{not json")
+        await bus.publish("t.rejected", Ping(n=3), msg_id="rej")
+        await eventually(lambda: calls == [3])
+        await asyncio.sleep(0.5)
+    dead = await dead_letters(nats_url)
+    reasons = sorted((m.headers or {})["Yobidashi-Dlq-Reason"][:16] for m in dead)
+    assert reasons == ["undecodable Ping", "unknown problem"]
+
+
+async def test_slow_handler_is_not_redelivered_while_it_works(nats_url: str) -> None:
+    deliveries: list[int] = []
+
+    async def handler(d: Delivery[Ping]) -> None:
+        deliveries.append(d.deliveries)
+        await asyncio.sleep(3.5)  # far beyond ack_wait; in_progress keeps it ours
+
+    async with connected(nats_url) as bus, consuming(bus, handler, ack_wait=1.0):
+        await bus.publish("t.slow", Ping(n=1), msg_id="slow")
+        await eventually(lambda: len(deliveries) == 1)
+        await asyncio.sleep(4)
+    assert deliveries == [1]
+
+
+async def test_stop_lets_in_flight_work_finish_and_ack(nats_url: str) -> None:
+    finished: list[int] = []
+
+    async def handler(d: Delivery[Ping]) -> None:
+        await asyncio.sleep(0.5)
+        finished.append(d.event.n)
+
+    async with connected(nats_url) as bus:
+        consumer = Consumer(bus, ConsumerSpec("T_EVENTS", "drainer", ["t.>"]), Ping, handler)
+        consumer.start()
+        await bus.publish("t.a", Ping(n=1), msg_id="d1")
+        await asyncio.sleep(0.2)
+        await consumer.stop(grace=5)
+        info = await bus.js.consumer_info("T_EVENTS", "drainer")
+    assert finished == [1]
+    assert info.num_ack_pending == 0
+
+
+async def test_consumer_keeps_going_after_nats_restarts(nats_server: NatsServer) -> None:
+    seen: list[int] = []
+
+    async def handler(d: Delivery[Ping]) -> None:
+        seen.append(d.event.n)
+
+    async with connected(nats_server.url) as bus, consuming(bus, handler):
+        await bus.publish("t.a", Ping(n=1), msg_id="before")
+        await eventually(lambda: seen == [1])
+        nats_server.restart()
+        await publish_until_stored(bus, Ping(n=2), "after")
+        await eventually(lambda: seen == [1, 2], timeout=30)
+
+
+async def publish_until_stored(bus: Bus, event: Ping, msg_id: str) -> None:
+    """What ingest's callers (Zabbix) do: retry a 503 with the same id until it is stored."""
+    for _ in range(300):
+        try:
+            await bus.publish("t.a", event, msg_id=msg_id)
+            return
+        except BusUnavailable:
+            await asyncio.sleep(0.1)
+    raise AssertionError("never stored after NATS came back")
+
+
+async def test_streams_are_recreated_when_a_server_comes_back_empty(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    async with connected(nats_server.url) as bus:
+        nats_server.stop()
+        for item in nats_server.store_dir.iterdir():
+            subprocess.run(["rm", "-rf", str(item)], check=True)
+        nats_server.start()
+
+        async def has_stream() -> bool:
+            try:
+                await asyncio.wait_for(bus.js.stream_info("T_EVENTS"), 0.5)
+                return True
+            except (nats.js.errors.NotFoundError, nats.errors.Error, TimeoutError):
+                return False
+
+        for _ in range(300):
+            if await has_stream():
+                break
+            await asyncio.sleep(0.1)
+        assert await has_stream(), "the bus recreates its streams on reconnect"
+
+
+async def test_ensure_is_idempotent_and_applies_changed_settings(nats_url: str) -> None:
+    async with connected(nats_url) as bus:
+        await bus.ensure()
+        await ensure_stream(bus.js, STREAM, 1)
+        longer = StreamSpec("T_EVENTS", ["t.>"], max_age=7200, duplicate_window=60)
+        await ensure_stream(bus.js, longer, 1)
+        config: StreamConfig = (await bus.js.stream_info("T_EVENTS")).config
+    assert config.max_age == 7200
+    assert config.duplicate_window == 60
+
+
+async def test_kv_store_compare_and_set(nats_url: str) -> None:
+    async with connected(nats_url) as bus:
+        store = KvStore(bus, "t_state", Ping)
+        assert await store.get("k") is None
+        rev = await store.create("k", Ping(n=1))
+        assert rev is not None
+        assert await store.create("k", Ping(n=9)) is None
+        assert await store.update("k", Ping(n=2), rev) is not None
+        assert await store.update("k", Ping(n=3), rev) is None  # stale revision
+        current = await store.get("k")
+        assert current is not None
+        assert current[0].n == 2
+
+        async def bump() -> None:
+            await store.mutate("counter", lambda p: Ping(n=(p.n if p else 0) + 1))
+
+        await asyncio.gather(*(bump() for _ in range(20)))
+        counted = await store.get("counter")
+        assert counted is not None
+        assert counted[0].n == 20
+        unchanged = await store.mutate("counter", lambda p: None)
+        assert unchanged is not None
+        assert unchanged.n == 20
+
+
+def test_kv_key_escapes_what_nats_forbids() -> None:
+    assert kv_key("zabbix:17", "+819012345678") == "zabbix=3A17.=2B819012345678"
+    assert kv_key("a b", "ok_-=/") == "a=20b.ok_-=/"
+
+
+def test_connect_options_carry_each_credential_kind(tmp_path: Path) -> None:
+    creds = tmp_path / "user.creds"
+    options = connect_options(
+        settings(
+            "nats://a:4222, nats://b:4222",
+            nats_token="t0ken-secret",
+            nats_user="svc",
+            nats_password="pw-secret",
+            nats_creds=str(creds),
+        )
+    )
+    assert options["servers"] == ["nats://a:4222", "nats://b:4222"]
+    assert options["token"] == "t0ken-secret"
+    assert options["user"] == "svc"
+    assert options["password"] == "pw-secret"
+    assert options["user_credentials"] == str(creds)
+    assert options["max_reconnect_attempts"] == -1
+    assert "tls" not in options
+
+
+@pytest.fixture
+def binary() -> str:
+    found = find_nats_server()
+    if found is None:
+        pytest.skip("no nats-server binary in this environment (make venv)")
+    return found
+
+
+async def test_token_auth(binary: str) -> None:
+    with NatsServer(binary, extra_args=["--auth", "s3cret-token-value"]) as server:
+        async with connected(server.url, nats_token="s3cret-token-value") as bus:
+            assert bus.ready
+        wrong = Bus(settings(server.url, nats_token="nope-wrong"), "t", streams=[STREAM])
+        await wrong.start()
+        await asyncio.sleep(1.5)
+        assert not wrong.ready
+        await wrong.close()
+
+
+async def test_user_and_password_auth(binary: str) -> None:
+    with NatsServer(binary, extra_args=["--user", "svc", "--pass", "pw-123456"]) as server:
+        async with connected(server.url, nats_user="svc", nats_password="pw-123456") as bus:
+            assert bus.ready
+
+
+def make_tls_files(directory: Path) -> tuple[Path, Path, Path]:
+    """A private CA and a server certificate for 127.0.0.1, made with openssl."""
+    ca_key, ca_crt = directory / "ca.key", directory / "ca.crt"
+    key, csr, crt = directory / "server.key", directory / "server.csr", directory / "server.crt"
+    ext = directory / "san.ext"
+    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        "-subj", "/CN=yobidashi-test-ca", "-keyout", str(ca_key), "-out", str(ca_crt))  # fmt: skip
+    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+        "-keyout", str(key), "-out", str(csr))  # fmt: skip
+    run("x509", "-req", "-in", str(csr), "-CA", str(ca_crt), "-CAkey", str(ca_key),
+        "-CAcreateserial", "-days", "2", "-extfile", str(ext), "-out", str(crt))  # fmt: skip
+    return ca_crt, crt, key
+
+
+async def test_tls_with_a_custom_ca(binary: str, tmp_path: Path) -> None:
+    ca, crt, key = make_tls_files(tmp_path)
+    args = ["--tls", "--tlscert", str(crt), "--tlskey", str(key)]
+    with NatsServer(binary, extra_args=args) as server:
+        url = f"tls://127.0.0.1:{server.port}"
+        async with connected(url, nats_tls_ca=str(ca)) as bus:
+            assert bus.ready
+            await bus.publish("t.a", Ping(n=1), msg_id="tls")
+        untrusted = Bus(settings(url), "t", streams=[STREAM])
+        await untrusted.start()
+        await asyncio.sleep(1.5)
+        assert not untrusted.ready, "a server cert from an unknown CA must be refused"
+        await untrusted.close()

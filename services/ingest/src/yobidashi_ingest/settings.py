@@ -1,0 +1,52 @@
+"""Ingest's configuration: one class, read from the environment."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import NoDecode
+
+from yobidashi_common.settings import Seconds, ServiceSettings
+
+
+class IngestSettings(ServiceSettings):
+    port: int = Field(8000, ge=1, le=65535)
+    ingest_token: SecretStr = Field(
+        description="Bearer token the Zabbix media type must send. Required.", min_length=16
+    )
+    ingest_max_body_bytes: int = Field(256 * 1024, ge=1024)
+    ingest_retry_after: Seconds = Field(
+        10.0, description="Retry-After on 503, so Zabbix's media-type retries come back later."
+    )
+    zabbix_timezone: str = Field(
+        "UTC", description="Timezone of {EVENT.DATE}/{EVENT.TIME} (the media user's timezone)."
+    )
+    zabbix_url: str | None = Field(None, description="Zabbix frontend URL, for links back.")
+    zabbix_own_users: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["yobidashi-acker"],
+        description="Zabbix usernames whose updates are Yobidashi's own acks coming back.",
+    )
+
+    @field_validator("zabbix_own_users", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [u.strip() for u in value.split(",") if u.strip()]
+        return value
+
+    @field_validator("zabbix_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown timezone {value!r} (use an IANA name like Asia/Tokyo)"
+            ) from None
+        return value
+
+    @property
+    def timezone(self) -> ZoneInfo:
+        return ZoneInfo(self.zabbix_timezone)
