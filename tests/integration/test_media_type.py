@@ -101,9 +101,7 @@ async def test_problem_reaches_ingest_and_is_stored(
     ingest: ServiceProcess, nats_server: NatsServer
 ) -> None:
     media = load_media_type()
-    params = resolve_parameters(
-        media, PROBLEM_MACROS, URL=f"{ingest.url}/v1/zabbix", token=TOKEN
-    )
+    params = resolve_parameters(media, PROBLEM_MACROS, URL=f"{ingest.url}/v1/zabbix", token=TOKEN)
     run = run_script(media["script"], params)
     assert run.error is None, run.error
     assert run.result == "OK"
@@ -115,7 +113,8 @@ async def test_problem_reaches_ingest_and_is_stored(
     assert params["recovery_event_id"] == "{EVENT.RECOVERY.ID}"
     assert body["recovery_event_id"] is None
     assert body["zabbix_url"] is None
-    assert "token" not in body and "URL" not in body
+    assert "token" not in body
+    assert "URL" not in body
     assert body["event_tags"][1] == {"tag": "quote", "value": 'a"b'}
     [event] = await stored(nats_server.url)
     assert event.source_event_id == "4242"
@@ -130,9 +129,7 @@ async def test_zabbix_retry_of_the_same_alert_is_stored_once(
     ingest: ServiceProcess, nats_server: NatsServer
 ) -> None:
     media = load_media_type()
-    params = resolve_parameters(
-        media, PROBLEM_MACROS, URL=f"{ingest.url}/v1/zabbix", token=TOKEN
-    )
+    params = resolve_parameters(media, PROBLEM_MACROS, URL=f"{ingest.url}/v1/zabbix", token=TOKEN)
     for _ in range(3):
         assert run_script(media["script"], params).result == "OK"
     assert len(await stored(nats_server.url)) == 1
@@ -148,7 +145,7 @@ def test_wrong_token_throws_a_readable_error(ingest: ServiceProcess) -> None:
     assert run.error == (
         "Yobidashi notification failed: ingest answered HTTP 401: missing or wrong bearer token"
     )
-    assert run.logs and run.logs[0][0] == 3
+    assert run.logs[0][0] == 3
 
 
 def test_invalid_payload_throws_with_the_reason(ingest: ServiceProcess) -> None:
@@ -165,9 +162,7 @@ def test_ingest_unavailable_throws_so_zabbix_retries(
 ) -> None:
     nats_server.stop()
     media = load_media_type()
-    params = resolve_parameters(
-        media, PROBLEM_MACROS, URL=f"{ingest.url}/v1/zabbix", token=TOKEN
-    )
+    params = resolve_parameters(media, PROBLEM_MACROS, URL=f"{ingest.url}/v1/zabbix", token=TOKEN)
     run = run_script(media["script"], params)
     assert run.error is not None
     assert "ingest answered HTTP 503" in run.error

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -248,7 +249,7 @@ async def test_streams_are_recreated_when_a_server_comes_back_empty(
     async with connected(nats_server.url) as bus:
         nats_server.stop()
         for item in nats_server.store_dir.iterdir():
-            subprocess.run(["rm", "-rf", str(item)], check=True)
+            shutil.rmtree(item)
         nats_server.start()
 
         async def has_stream() -> bool:

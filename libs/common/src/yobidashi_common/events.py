@@ -138,5 +138,121 @@ class AlertEvent(Contract):
     url: str | None = Field(None, description="Link to the problem in the Zabbix frontend.")
 
 
+# -- the phone side: published by the dialer -----------------------------------------------------
+
+
+class ProblemRef(BaseModel):
+    """Which problem a call or keypress is about (a bundled call covers several)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    problem_key: NonEmpty
+    source: Literal["zabbix"] = "zabbix"
+    source_event_id: NonEmpty
+    title: str = ""
+
+
+class ContactRef(BaseModel):
+    """Who was called. Only a masked number ever leaves the dialer."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: NonEmpty = Field(description="Contact id from the on-call config, or phone:<masked>.")
+    name: str | None = None
+    masked_number: str = Field(description="E.g. +81 90-****-5678, safe for logs and Zabbix.")
+    language: Literal["ja", "en"] = "ja"
+    timezone: str = "Asia/Tokyo"
+
+
+class CallStatusChanged(Contract):
+    """A Twilio status or answering-machine callback, verified and stored as it came.
+
+    Subject: ``yobidashi.calls.v1.status.<status>``.
+    """
+
+    call_id: NonEmpty = Field(description="Our id for the dial attempt; in every callback URL.")
+    call_sid: NonEmpty
+    problems: list[ProblemRef]
+    contact: ContactRef
+    status: Literal[
+        "queued",
+        "initiated",
+        "ringing",
+        "in-progress",
+        "completed",
+        "busy",
+        "no-answer",
+        "failed",
+        "canceled",
+    ]
+    answered_by: str | None = Field(None, description="human, machine_start, machine_end_beep…")
+    sequence: int | None = None
+    duration_seconds: int | None = None
+    sip_response_code: int | None = None
+    at: AwareDatetime
+
+
+class CallFailed(Contract):
+    """A call that could not be placed at all (invalid number, permanent Twilio error).
+
+    Subject: ``yobidashi.calls.v1.failed``.
+    """
+
+    call_id: NonEmpty
+    problems: list[ProblemRef]
+    contact: ContactRef
+    code: int | None = Field(None, description="Twilio error code, e.g. 21211 (invalid To).")
+    reason: str
+    at: AwareDatetime
+
+
+class KeyAction(StrEnum):
+    """What a key means. 1 acknowledges, 2 passes, * repeats; close and comment are optional."""
+
+    ACKNOWLEDGE = "acknowledge"
+    CLOSE = "close"
+    COMMENT = "comment"
+    PASS = "pass"  # noqa: S105 - a key action, not a password
+    REPEAT = "repeat"
+    INVALID = "invalid"
+
+
+class KeyPressed(Contract):
+    """An engineer pressed a key during a call. Subject: ``yobidashi.keys.v1.<action>``."""
+
+    id: NonEmpty = Field(description="Stable per callback: replays of it share the id.")
+    call_id: NonEmpty
+    call_sid: NonEmpty
+    problems: list[ProblemRef]
+    contact: ContactRef
+    digit: str
+    action: KeyAction
+    at: AwareDatetime
+
+
+# -- the Zabbix side: published by the acker ------------------------------------------------------
+
+
+class AckOutcome(StrEnum):
+    ACKNOWLEDGED = "acknowledged"
+    ALREADY_ACKNOWLEDGED = "already_acknowledged"
+    FAILED = "failed"
+
+
+class AckResult(Contract):
+    """What became of an acknowledgement in Zabbix. Subject: ``yobidashi.acks.v1.<outcome>``."""
+
+    keypress_id: NonEmpty
+    problem: ProblemRef
+    contact: ContactRef
+    outcome: AckOutcome
+    action: int = Field(description="The event.acknowledge action bitmask that was sent.")
+    message: str | None = None
+    detail: str | None = Field(None, description="Why it failed, in words.")
+    zabbix_user: str | None = None
+    pressed_at: AwareDatetime
+    at: AwareDatetime
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)

@@ -9,6 +9,7 @@ test skip, and it says why.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 
 import nats
@@ -47,10 +48,8 @@ async def wipe_yobidashi(url: str) -> None:
         for name in await js.streams_info():
             stream = name.config.name or ""
             if stream.startswith(("YOBIDASHI_", "KV_yobidashi")):
-                try:
+                with contextlib.suppress(NotFoundError):
                     await js.delete_stream(stream)
-                except NotFoundError:
-                    pass
     finally:
         await nc.close()
 

@@ -47,7 +47,7 @@ def docker_available() -> bool:
 
 
 class NatsServer:
-    """A nats-server child process with JetStream, a fixed port and a store that survives restarts."""
+    """A nats-server child with JetStream, a fixed port and a store that survives restarts."""
 
     def __init__(
         self,
@@ -98,10 +98,9 @@ class NatsServer:
         while time.monotonic() < deadline:
             if self._proc is not None and self._proc.poll() is not None:
                 raise RuntimeError(f"nats-server exited with {self._proc.returncode}")
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(url, timeout=1) as resp:
-                    if resp.status == 200:
-                        return
+            with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as resp:
+                if resp.status == 200:
+                    return
             time.sleep(0.05)
         raise TimeoutError(f"nats-server on port {self.port} not healthy after {timeout}s")
 
