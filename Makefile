@@ -12,12 +12,15 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 PY_SOURCES := libs services tools tests bench
 
-.PHONY: help setup system-deps venv lint fmt test test-unit run bench chaos clean
+ZABBIX_DEV := deploy/zabbix/dev/zabbix-dev
+
+.PHONY: help setup system-deps venv zabbix-install zabbix-up lint fmt test test-unit run bench \
+	chaos media-type clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-$(UV):
+$(UV): | system-deps
 	python3 -m venv $(BOOT)
 	$(BOOT)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
@@ -27,7 +30,13 @@ system-deps: ## install the Debian packages the tests need (idempotent; apt only
 venv: $(UV) ## create .venv with every workspace package and dev tool from uv.lock
 	$(UV) sync --all-packages --locked
 
-setup: system-deps venv ## everything `make test` and `make run` need
+zabbix-install: venv ## install the Debian Zabbix 6.0 + PHP packages for the real-Zabbix tests
+	$(ZABBIX_DEV) install
+
+zabbix-up: zabbix-install ## bring up (or verify) the local Zabbix 6.0 on loopback
+	$(ZABBIX_DEV) up
+
+setup: system-deps venv zabbix-install ## everything `make test` and `make run` need
 
 lint: venv ## ruff (lint + format check) and mypy --strict
 	$(VENV)/bin/ruff check $(PY_SOURCES)
@@ -38,11 +47,15 @@ fmt: venv ## apply ruff's formatting and safe fixes
 	$(VENV)/bin/ruff check --fix $(PY_SOURCES)
 	$(VENV)/bin/ruff format $(PY_SOURCES)
 
-test: setup lint ## set up, lint, then run every test against real nats-server, Zabbix and the Twilio simulator
+test: setup lint zabbix-up ## set up, lint, then run every test against real NATS, Zabbix and the simulator
 	$(VENV)/bin/pytest
 
 test-unit: venv ## only the fast tests that need nothing running
 	$(VENV)/bin/pytest -m "not integration and not zabbix and not e2e and not chaos"
 
-clean: ## remove the environment and local run data
+media-type: venv ## rebuild deploy/zabbix/media_yobidashi.yaml from its JavaScript
+	$(VENV)/bin/python deploy/zabbix/build_media_type.py
+
+clean: ## stop the local Zabbix, remove the environment and local run data
+	-[ -x $(VENV)/bin/python ] && $(ZABBIX_DEV) purge
 	rm -rf $(VENV) $(BOOT) .run .pytest_cache .mypy_cache .ruff_cache

@@ -2,4 +2,5 @@
 
 pytest_plugins = [
     "yobidashi_testing.nats_fixtures",
+    "yobidashi_testing.zabbix_fixtures",
 ]

@@ -1,0 +1,136 @@
+"""zabbix_server with a private config; ``/etc/zabbix/zabbix_server.conf`` is never used."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import signal
+import time
+from pathlib import Path
+
+from .config import DevConfig
+from .system import (
+    DevError,
+    alive,
+    check_access,
+    chown,
+    clean_env,
+    is_root,
+    port_open,
+    read_pid,
+    run,
+    say,
+    wait_dead,
+)
+
+SERVER_BIN = Path("/usr/sbin/zabbix_server")
+SERVER_USER = "zabbix"  # zabbix_server drops root for this user (created by the package)
+
+
+def render_conf(config: DevConfig) -> str:
+    settings = {
+        "ListenIP": "127.0.0.1",
+        "ListenPort": config.server_port,
+        "LogFile": config.server_log,
+        "LogFileSize": 16,
+        "PidFile": config.server_pid_file,
+        # Default /tmp: two servers on one machine would share /tmp/zabbix_server_*.sock.
+        "SocketDir": config.server_run_dir,
+        "DBHost": "127.0.0.1",
+        "DBPort": config.pg_port,
+        "DBName": config.db_name,
+        "DBUser": config.db_user,
+        "DBPassword": config.db_password,
+        # New hosts/items/actions reach the server only at the next sync (default 60 s).
+        "CacheUpdateFrequency": 2,
+        "StartAlerters": 3,
+        "StartEscalators": 1,
+        "StartPollers": 1,
+        "StartPollersUnreachable": 1,
+        "StartPingers": 1,
+        "StartDiscoverers": 1,
+        "StartHTTPPollers": 1,
+        "StartTrappers": 3,
+        "StartPreprocessors": 2,
+        "StartDBSyncers": 2,
+        "StartLLDProcessors": 1,
+        "StartHistoryPollers": 1,
+        "StartTimers": 1,
+        "StartReportWriters": 0,
+        "StatsAllowedIP": "127.0.0.1",
+        "Timeout": 4,
+        "LogSlowQueries": 3000,
+    }
+    lines = ["# Written by yobidashi zabbix-dev; rewritten on every `up`."]
+    lines += [f"{key}={value}" for key, value in settings.items()]
+    return "\n".join(lines) + "\n"
+
+
+def server_pid(config: DevConfig) -> int | None:
+    pid = read_pid(config.server_pid_file)
+    return pid if alive(pid, "zabbix_server") else None
+
+
+def running(config: DevConfig) -> bool:
+    return server_pid(config) is not None
+
+
+def conf_current(config: DevConfig) -> bool:
+    try:
+        return config.server_conf.read_text() == render_conf(config)
+    except OSError:
+        return False
+
+
+def _prepare_dirs(config: DevConfig) -> None:
+    for directory in (config.log_dir, config.server_run_dir):
+        directory.mkdir(parents=True, exist_ok=True)
+        if is_root():
+            chown(directory, SERVER_USER)
+    check_access(SERVER_USER, config.server_run_dir, "w")
+
+
+def start(config: DevConfig) -> None:
+    """Write the config; start the server, or restart it when the config changed."""
+    if running(config) and conf_current(config):
+        return
+    if running(config):
+        say("server config changed: restarting zabbix_server")
+        stop(config)
+    if port_open(config.server_port):
+        raise DevError(f"127.0.0.1:{config.server_port} is taken; set ZBX_DEV_SERVER_PORT")
+    _prepare_dirs(config)
+    config.server_conf.write_text(render_conf(config))
+    config.server_conf.chmod(0o640)
+    if is_root():
+        # It holds the DB password; the server reads it after dropping to its user.
+        os.chown(config.server_conf, 0, pwd.getpwnam(SERVER_USER).pw_gid)
+    config.server_pid_file.unlink(missing_ok=True)
+    run(
+        [SERVER_BIN, "-c", config.server_conf],
+        env=clean_env({"TZ": config.tz}),
+        stdout_path=config.log_dir / "zabbix_server.start.log",
+        timeout=60,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if running(config) and port_open(config.server_port):
+            return
+        time.sleep(0.2)
+    raise DevError(f"zabbix_server did not come up in 30 s; see {config.server_log}")
+
+
+def stop(config: DevConfig) -> None:
+    pid = server_pid(config)
+    if pid is None:
+        return
+    say(f"stopping zabbix_server (pid {pid})")
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    # It flushes the history cache on TERM, which can take a few seconds.
+    if not wait_dead(pid, 60):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+        wait_dead(pid, 5)
+    config.server_pid_file.unlink(missing_ok=True)
