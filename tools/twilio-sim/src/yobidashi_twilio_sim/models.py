@@ -1,0 +1,91 @@
+"""Pydantic models for everything the admin API accepts: scenarios, faults, settings."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+AnswerKind = Literal["human", "no-answer", "busy", "failed", "machine"]
+DTMF_PATTERN = r"^[0-9*#]+$"
+
+
+class DigitPress(BaseModel):
+    """Keys the callee presses during one <Gather>, `after` simulated seconds after it starts."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    after: float = Field(0.0, ge=0)
+    keys: str = Field(pattern=DTMF_PATTERN)
+
+
+class Scenario(BaseModel):
+    """How the phone at one number behaves for one call.
+
+    `answer_after` is the ring time before the outcome (answer, busy or failed); a human or
+    machine that would answer after the call's `Timeout` never does (no-answer). Each entry of
+    `digits` is used by one <Gather>, in order.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    answer: AnswerKind = "human"
+    answer_after: float = Field(1.0, ge=0)
+    digits: list[DigitPress] = Field(default_factory=list)
+    hangup_after: float | None = Field(
+        None, ge=0, description="The callee hangs up this many seconds after answering."
+    )
+    amd_after: float | None = Field(
+        None, ge=0, description="Answering machine detection time; default from settings."
+    )
+    sip_response_code: int | None = Field(None, ge=100, le=699)
+
+
+class Faults(BaseModel):
+    """REST fault injection, so a client's retry and backoff can be exercised."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rate_429: float = Field(0.0, ge=0, le=1, description="Share of creates answered 429/20429.")
+    rate_500: float = Field(0.0, ge=0, le=1, description="Share of creates answered 500/20500.")
+    latency_ms: int = Field(0, ge=0, description="Added to every REST request.")
+    unavailable: bool = Field(False, description="Every REST request gets 503.")
+    next_create_statuses: list[Literal[429, 500, 503]] = Field(
+        default_factory=list,
+        description="Deterministic: the next creates get these statuses, in order.",
+    )
+    seed: int | None = Field(None, description="Seed for the random draws.")
+
+    @model_validator(mode="after")
+    def _rates_fit(self) -> Faults:
+        if self.rate_429 + self.rate_500 > 1:
+            raise ValueError("rate_429 + rate_500 must not exceed 1")
+        return self
+
+
+class SettingsPatch(BaseModel):
+    """Runtime-adjustable settings; omitted fields keep their value."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cps: int | None = Field(None, ge=1)
+    max_concurrent_calls: int | None = Field(None, ge=0)
+    time_scale: float | None = Field(None, gt=0)
+    say_seconds_per_char: float | None = Field(None, ge=0)
+    amd_detection_seconds: float | None = Field(None, ge=0)
+
+
+class RuntimeSettings(BaseModel):
+    """The live values of the adjustable settings."""
+
+    cps: int
+    max_concurrent_calls: int
+    time_scale: float
+    say_seconds_per_char: float
+    amd_detection_seconds: float
+
+
+class DigitsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    digits: str = Field(pattern=DTMF_PATTERN)
