@@ -70,6 +70,16 @@ BUS_REDELIVERED = Counter(
 BUS_DEAD_LETTERS = Counter(
     "yobidashi_bus_dead_letters_total", "Messages moved to the dead-letter subject.", ["consumer"]
 )
+BUS_CONSUMER_PENDING = Gauge(
+    "yobidashi_bus_consumer_pending_messages",
+    "Messages in the stream not yet delivered to the consumer (its lag).",
+    ["consumer"],
+)
+BUS_CONSUMER_ACK_PENDING = Gauge(
+    "yobidashi_bus_consumer_ack_pending_messages",
+    "Messages delivered to the consumer and not yet acknowledged (in work or waiting a retry).",
+    ["consumer"],
+)
 BUS_HANDLER_SECONDS = Histogram(
     "yobidashi_bus_handler_seconds",
     "Time a consumer's handler spent on one message.",
@@ -374,9 +384,25 @@ class Consumer(Generic[M]):
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
     _inflight: set[asyncio.Task[None]] = field(default_factory=set)
     _task: asyncio.Task[None] | None = None
+    _lag_task: asyncio.Task[None] | None = None
+    lag_interval: float = 15.0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"consumer-{self.spec.durable}")
+        self._lag_task = asyncio.create_task(self._report_lag(), name="consumer-lag")
+
+    async def _report_lag(self) -> None:
+        while True:
+            await asyncio.sleep(self.lag_interval)
+            if not self.bus.ready:
+                continue
+            try:
+                info = await self.bus.js.consumer_info(self.spec.stream, self.spec.durable)
+            except Exception as exc:  # a missed sample is fine
+                log.debug("consumer.lag_unknown", consumer=self.spec.durable, error=repr(exc))
+                continue
+            BUS_CONSUMER_PENDING.labels(self.spec.durable).set(info.num_pending or 0)
+            BUS_CONSUMER_ACK_PENDING.labels(self.spec.durable).set(info.num_ack_pending or 0)
 
     async def stop(self, grace: float) -> None:
         """Stop fetching, give in-flight handlers ``grace`` seconds, then give up on them.
@@ -384,10 +410,11 @@ class Consumer(Generic[M]):
         Anything not acked is redelivered to another replica or after restart.
         """
         self._stopping.set()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._lag_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._inflight:
             _, pending = await asyncio.wait(self._inflight, timeout=grace)
             for task in pending:

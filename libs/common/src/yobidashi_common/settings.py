@@ -49,6 +49,12 @@ class NatsSettings(BaseSettings):
     nats_alerts_max_age: Seconds = 7 * 86400.0
     nats_events_max_age: Seconds = 7 * 86400.0
     nats_publish_timeout: Seconds = 2.0
+    nats_ack_wait: Seconds = Field(
+        30.0,
+        gt=0,
+        description="How long a consumer may hold a message without news before it is "
+        "redelivered (a crashed worker's messages come back after this).",
+    )
 
     @property
     def servers(self) -> list[str]:

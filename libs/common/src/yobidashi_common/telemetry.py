@@ -92,9 +92,10 @@ def configure_logging(service: str, level: str = "INFO", fmt: str = "json") -> N
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # Libraries that log request bodies at DEBUG (pyzabbix logs login passwords) stay at INFO.
-    for noisy in ("pyzabbix", "twilio.http_client", "urllib3", "asyncio"):
-        logging.getLogger(noisy).setLevel(max(logging.INFO, root.level))
+    # Libraries that log request bodies: pyzabbix at DEBUG (login passwords), twilio's HTTP
+    # client at INFO (numbers, URLs). They only ever speak up for warnings.
+    for noisy in ("pyzabbix", "twilio", "urllib3", "asyncio", "requests"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
     structlog.contextvars.bind_contextvars(service=service, pid=os.getpid())
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import dukpy  # type: ignore[import-untyped]
+import dukpy
 import httpx
 import yaml
 

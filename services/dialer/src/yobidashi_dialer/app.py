@@ -1,28 +1,240 @@
-"""Dialer service: HTTP surface and lifecycle."""
+"""The dialer service: Twilio callback routes, the engine's consumers, and the dial workers."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from fastapi import FastAPI
 
-from yobidashi_common.bus import Bus
+from yobidashi_common.bus import Bus, Consumer, ConsumerSpec, Delivery, KvStore, RetryLater
+from yobidashi_common.events import AckResult, AlertEvent, CallStatusChanged, KeyPressed
 from yobidashi_common.service import add_ops_routes
-from yobidashi_common.subjects import shared_streams
+from yobidashi_common.subjects import (
+    ACKS_ALL,
+    ACKS_STREAM,
+    ALERTS_ALL,
+    ALERTS_STREAM,
+    CALLS_STREAM,
+    KEYS_ALL,
+    KEYS_STREAM,
+    calls_subject,
+    shared_streams,
+)
+from yobidashi_common.telemetry import bind_trace, register_secret
+from yobidashi_dialer.callbacks import Callbacks
+from yobidashi_dialer.core.decide import TERMINAL_CALL_STATUSES, Rules
+from yobidashi_dialer.core.engine import Engine
+from yobidashi_dialer.core.model import (
+    AckReported,
+    AlertArrived,
+    CallProgress,
+    Event,
+    Incident,
+    KeyPress,
+    TimerFired,
+)
+from yobidashi_dialer.dialing import DialWorker
+from yobidashi_dialer.limits import Budget
+from yobidashi_dialer.runner import Runner
 from yobidashi_dialer.settings import DialerSettings
+from yobidashi_dialer.store import (
+    CALLS,
+    DIALER_STREAM,
+    DIALS_SUBJECT,
+    INCIDENTS,
+    LIMITS,
+    TIMERS_SUBJECT,
+    CallRecord,
+    DialRequest,
+    TimerDue,
+    dialer_stream,
+)
+from yobidashi_dialer.telephony import Telephony
+from yobidashi_dialer.telephony.twilio import TwilioTelephony
 
 
-def create_app(settings: DialerSettings, bus: Bus | None = None) -> FastAPI:
-    bus = bus or Bus(settings, "yobidashi-dialer", streams=shared_streams(settings))
+def rules_from(settings: DialerSettings) -> Rules:
+    return Rules(
+        max_attempts=settings.dial_max_attempts,
+        redial_pause=timedelta(seconds=settings.dial_retry_pause),
+        watchdog_after=timedelta(
+            seconds=settings.twilio_ring_timeout + settings.dial_watchdog_grace
+        ),
+        watchdog_every=timedelta(seconds=settings.dial_watchdog_grace),
+        default_region=settings.dial_default_region,
+        default_language=settings.dial_default_language,
+        default_timezone=settings.dial_default_timezone,
+    )
+
+
+class Dialer:
+    """Everything the dialer runs, wired together once."""
+
+    def __init__(
+        self, settings: DialerSettings, bus: Bus | None = None, telephony: Telephony | None = None
+    ) -> None:
+        register_secret(settings.twilio_auth_token.get_secret_value())
+        self.settings = settings
+        self.bus = bus or Bus(
+            settings,
+            "yobidashi-dialer",
+            streams=[*shared_streams(settings), dialer_stream(settings)],
+            buckets=[INCIDENTS, CALLS, LIMITS],
+        )
+        self.telephony = telephony or TwilioTelephony(
+            settings.twilio_account_sid,
+            settings.twilio_auth_token.get_secret_value(),
+            api_base_url=settings.twilio_api_base_url,
+            machine_detection=settings.twilio_machine_detection,
+            request_timeout=settings.twilio_request_timeout,
+        )
+        self.rules = rules_from(settings)
+        self.incidents = KvStore(self.bus, INCIDENTS.name, Incident)
+        self.calls = KvStore(self.bus, CALLS.name, CallRecord)
+        self.runner = Runner(settings, self.bus, self.telephony, self.apply)
+        self.engine = Engine(self.incidents, lambda: self.rules, self.runner)
+        self.budget = Budget(
+            self.bus,
+            settings.twilio_cps,
+            settings.twilio_max_concurrent_calls,
+            live_ttl=settings.twilio_ring_timeout + settings.twilio_time_limit + 60,
+        )
+        self.dial_worker = DialWorker(
+            settings, self.bus, self.telephony, self.budget, self.calls, self.engine
+        )
+        self.callbacks = Callbacks(settings, self.bus, self.calls, self.engine)
+        ack_wait = settings.nats_ack_wait
+        self.consumers: list[Consumer[Any]] = [
+            Consumer(
+                self.bus,
+                ConsumerSpec(ALERTS_STREAM, "dialer-alerts", [ALERTS_ALL], ack_wait=ack_wait),
+                AlertEvent,
+                self.on_alert,
+            ),
+            Consumer(
+                self.bus,
+                ConsumerSpec(
+                    CALLS_STREAM, "dialer-calls", [calls_subject("status.>")], ack_wait=ack_wait
+                ),
+                CallStatusChanged,
+                self.on_call_status,
+            ),
+            Consumer(
+                self.bus,
+                ConsumerSpec(KEYS_STREAM, "dialer-keys", [KEYS_ALL], ack_wait=ack_wait),
+                KeyPressed,
+                self.on_key,
+            ),
+            Consumer(
+                self.bus,
+                ConsumerSpec(ACKS_STREAM, "dialer-acks", [ACKS_ALL], ack_wait=ack_wait),
+                AckResult,
+                self.on_ack,
+            ),
+            Consumer(
+                self.bus,
+                # Timers wait on the server as delayed naks, so they count as redeliveries.
+                ConsumerSpec(
+                    DIALER_STREAM,
+                    "dialer-timers",
+                    [TIMERS_SUBJECT],
+                    max_deliveries=10_000,
+                    max_ack_pending=100_000,
+                    ack_wait=ack_wait,
+                ),
+                TimerDue,
+                self.on_timer,
+            ),
+            Consumer(
+                self.bus,
+                ConsumerSpec(
+                    DIALER_STREAM,
+                    "dialer-dials",
+                    [DIALS_SUBJECT],
+                    concurrency=settings.dial_workers,
+                    batch=settings.dial_workers,
+                    max_deliveries=1_000,
+                    max_ack_pending=10_000,
+                    ack_wait=ack_wait,
+                ),
+                DialRequest,
+                self.dial_worker.handle,
+            ),
+        ]
+
+    async def apply(self, problem_key: str, event: Event) -> Incident | None:
+        return await self.engine.apply(problem_key, event)
+
+    async def on_alert(self, d: Delivery[AlertEvent]) -> None:
+        bind_trace(d.traceparent, event_id=d.event.source_event_id)
+        await self.apply(d.event.problem_key, AlertArrived(alert=d.event))
+
+    async def on_call_status(self, d: Delivery[CallStatusChanged]) -> None:
+        e = d.event
+        bind_trace(d.traceparent, call_id=e.call_id, call_sid=e.call_sid)
+        progress = CallProgress(
+            call_id=e.call_id,
+            call_sid=e.call_sid,
+            status=e.status,
+            answered_by=e.answered_by,
+            sequence=e.sequence,
+            at=e.at,
+        )
+        for problem in e.problems:
+            await self.apply(problem.problem_key, progress)
+        if e.status in TERMINAL_CALL_STATUSES:
+            await self.budget.release(e.call_id)
+
+    async def on_key(self, d: Delivery[KeyPressed]) -> None:
+        bind_trace(d.traceparent, call_id=d.event.call_id, call_sid=d.event.call_sid)
+        for problem in d.event.problems:
+            await self.apply(problem.problem_key, KeyPress(key=d.event))
+
+    async def on_ack(self, d: Delivery[AckResult]) -> None:
+        await self.apply(d.event.problem.problem_key, AckReported(result=d.event))
+
+    async def on_timer(self, d: Delivery[TimerDue]) -> None:
+        timer = d.event
+        wait = (timer.due_at - datetime.now(UTC)).total_seconds()
+        if wait > 0.005:
+            raise RetryLater("not due yet", delay=wait)
+        await self.apply(
+            timer.problem_key,
+            TimerFired(
+                token=timer.token,
+                purpose=timer.purpose,
+                page_id=timer.page_id,
+                attempt=timer.attempt,
+            ),
+        )
+
+    async def start(self) -> None:
+        await self.telephony.warm_up()
+        await self.bus.start()
+        for consumer in self.consumers:
+            consumer.start()
+
+    async def stop(self) -> None:
+        for consumer in self.consumers:
+            await consumer.stop(self.settings.shutdown_grace)
+        await self.telephony.close()
+        await self.bus.close()
+
+
+def create_app(settings: DialerSettings, dialer: Dialer | None = None) -> FastAPI:
+    dialer = dialer or Dialer(settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await bus.start()
+        await dialer.start()
         yield
-        await bus.close()
+        await dialer.stop()
 
     app = FastAPI(title="Yobidashi dialer", version="1", lifespan=lifespan)
-    app.state.bus = bus
-    add_ops_routes(app, lambda: {"nats": bus.ready})
+    app.state.dialer = dialer
+    add_ops_routes(app, lambda: {"nats": dialer.bus.ready})
+    app.include_router(dialer.callbacks.router())
     return app

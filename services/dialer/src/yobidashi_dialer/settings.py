@@ -1,11 +1,90 @@
-"""Dialer's configuration: one class, read from the environment."""
+"""The dialer's configuration: one class, read from the environment."""
 
 from __future__ import annotations
 
-from pydantic import Field
+import hashlib
+from typing import Annotated, Literal
 
-from yobidashi_common.settings import ServiceSettings
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import NoDecode
+
+from yobidashi_common.phone import InvalidPhoneNumber, normalize
+from yobidashi_common.settings import Seconds, ServiceSettings
 
 
 class DialerSettings(ServiceSettings):
     port: int = Field(8001, ge=1, le=65535)
+    public_base_url: str = Field(
+        description="The URL Twilio reaches this service at (https://…, no trailing slash). "
+        "Callback URLs are built from it and every X-Twilio-Signature is checked against it.",
+        pattern=r"^https?://[^\s?#]+$",
+    )
+    twilio_account_sid: str = Field(pattern=r"^AC[0-9a-fA-F]{32}$")
+    twilio_auth_token: SecretStr = Field(min_length=8)
+    twilio_api_base_url: str | None = Field(
+        None,
+        description="Override Twilio's API host, e.g. http://127.0.0.1:8089 for the simulator.",
+    )
+    twilio_from_numbers: Annotated[list[str], NoDecode] = Field(
+        description="Comma-separated caller IDs (E.164). Each recipient always gets the same one.",
+        min_length=1,
+    )
+    twilio_cps: int = Field(1, ge=1, le=1000, description="Calls per second, account-wide.")
+    twilio_max_concurrent_calls: int = Field(
+        2, ge=0, description="Live calls at once, account-wide (0: no cap)."
+    )
+    twilio_ring_timeout: int = Field(30, ge=5, le=600)
+    twilio_time_limit: int = Field(600, ge=30, le=14400)
+    twilio_machine_detection: Literal["Enable", "DetectMessageEnd"] = "DetectMessageEnd"
+    twilio_voice_ja: str = "Polly.Mizuki"
+    twilio_voice_en: str = "Polly.Joanna"
+    twilio_request_timeout: Seconds = 10.0
+
+    dial_default_region: str = Field("JP", min_length=2, max_length=2)
+    dial_default_language: Literal["ja", "en"] = "ja"
+    dial_default_timezone: str = "Asia/Tokyo"
+    dial_max_attempts: int = Field(3, ge=1, le=10, description="Per person and step.")
+    dial_retry_pause: Seconds = Field(60.0, description="Before redialling no-answer or busy.")
+    dial_gather_timeout: int = Field(6, ge=1, le=30, description="Seconds to wait for a key.")
+    dial_menu_repeats: int = Field(2, ge=0, le=5, description="Menu repeats without input.")
+    dial_recovery_after: Seconds = Field(
+        30.0, description="A call left 'placing' by a crash is looked up at Twilio after this."
+    )
+    dial_watchdog_grace: Seconds = Field(
+        60.0, description="After the ring timeout, ask Twilio about a call with no final status."
+    )
+    dial_workers: int = Field(16, ge=1, le=256, description="Calls this replica works on at once.")
+
+    key_acknowledge: str = "1"
+    key_pass: str = "2"  # noqa: S105 - the "pass it on" key, not a password
+    key_repeat: str = "*"
+    key_close: str = Field("", description="Optional key that acknowledges and closes.")
+    key_comment: str = Field("", description="Optional key that only adds a message.")
+
+    @field_validator("twilio_from_numbers", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @field_validator("twilio_from_numbers")
+    @classmethod
+    def _e164(cls, numbers: list[str]) -> list[str]:
+        out = []
+        for number in numbers:
+            try:
+                out.append(normalize(number, "US"))
+            except InvalidPhoneNumber as exc:
+                raise ValueError(str(exc)) from None
+        return out
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _strip(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    def caller_id_for(self, recipient: str) -> str:
+        """Sticky: the same recipient always sees the same number (whitelisted past DND)."""
+        digest = int(hashlib.sha256(recipient.encode()).hexdigest(), 16)
+        return self.twilio_from_numbers[digest % len(self.twilio_from_numbers)]

@@ -1,0 +1,304 @@
+"""The incident state the dialer keeps per problem, and the events and commands around it.
+
+An `Incident` lives in JetStream KV (one key per problem). Events come in from the bus and from
+Twilio callbacks; `decide` turns (state, event) into a new state plus `Command`s; the shell
+stores the state with compare-and-set and carries out the commands, each keyed so that doing
+one twice does nothing.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from yobidashi_common.events import (
+    AckResult,
+    AlertEvent,
+    ContactRef,
+    KeyPressed,
+    ProblemRef,
+    Severity,
+    Tag,
+)
+from yobidashi_common.phone import mask
+
+Language = Literal["ja", "en"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class Contact(_Model):
+    """A person we can ring. The full number never leaves the dialer."""
+
+    id: str
+    name: str | None = None
+    number: str  # E.164
+    language: Language = "ja"
+    timezone: str = "Asia/Tokyo"
+
+    def ref(self) -> ContactRef:
+        return ContactRef(
+            id=self.id,
+            name=self.name,
+            masked_number=mask(self.number),
+            language=self.language,
+            timezone=self.timezone,
+        )
+
+
+class PageStatus(StrEnum):
+    DIALLING = "dialling"  # a call is requested or being placed
+    WAITING = "waiting"  # between attempts (no answer or busy), a redial is scheduled
+    RINGING = "ringing"  # the call exists at Twilio and nobody has answered yet
+    ANSWERED = "answered"  # a human is on the line
+    ACKNOWLEDGED = "acknowledged"  # they pressed 1
+    PASSED = "passed"  # they pressed 2
+    REACHED = "reached"  # a human answered but decided nothing
+    UNREACHED = "unreached"  # attempts used up, voicemail, or the call failed
+    CANCELLED = "cancelled"  # stopped because the problem was acknowledged or resolved
+
+
+ACTIVE = frozenset(
+    {PageStatus.DIALLING, PageStatus.WAITING, PageStatus.RINGING, PageStatus.ANSWERED}
+)
+ON_THE_PHONE = frozenset({PageStatus.RINGING, PageStatus.ANSWERED})
+
+
+class Page(_Model):
+    """One person being called about one problem at one step, across redial attempts."""
+
+    id: str
+    step: int
+    contact: Contact
+    attempt: int = 1
+    max_attempts: int
+    status: PageStatus
+    call_id: str | None = None
+    call_sid: str | None = None
+    machine: bool = False
+    call_ended: bool = False  # the current call reported its final status
+    requested_at: AwareDatetime
+    placed_at: AwareDatetime | None = None
+    answered_at: AwareDatetime | None = None
+    outcome: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.status in ACTIVE
+
+
+class IncidentStatus(StrEnum):
+    OPEN = "open"
+    ACKNOWLEDGED = "acknowledged"
+    RESOLVED = "resolved"
+    EXHAUSTED = "exhausted"
+
+
+class TimelineEntry(_Model):
+    at: AwareDatetime
+    what: str
+    detail: str = ""
+    page: str | None = None
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+
+class PlaceCall(_Model):
+    kind: Literal["place_call"] = "place_call"
+    id: str
+    call_id: str
+    page_id: str
+    attempt: int
+    contact: Contact
+    requested_at: AwareDatetime
+
+
+class EndCall(_Model):
+    kind: Literal["end_call"] = "end_call"
+    id: str
+    call_sid: str
+
+
+class LeaveVoicemail(_Model):
+    kind: Literal["voicemail"] = "voicemail"
+    id: str
+    call_sid: str
+    language: Language
+
+
+class StartTimer(_Model):
+    kind: Literal["timer"] = "timer"
+    id: str
+    token: str
+    purpose: Literal["redial", "watchdog", "step"]
+    due_at: AwareDatetime
+    page_id: str | None = None
+    attempt: int | None = None
+
+
+class CheckCall(_Model):
+    kind: Literal["check_call"] = "check_call"
+    id: str
+    call_sid: str
+    page_id: str
+    attempt: int
+
+
+Command = Annotated[
+    PlaceCall | EndCall | LeaveVoicemail | StartTimer | CheckCall, Field(discriminator="kind")
+]
+
+
+# -- the incident -----------------------------------------------------------------------------
+
+APPLIED_KEEP = 300
+TIMELINE_KEEP = 500
+
+
+class Incident(_Model):
+    key: str
+    problem: ProblemRef
+    severity: Severity
+    title: str
+    host: str
+    host_groups: list[str] = Field(default_factory=list)
+    tags: list[Tag] = Field(default_factory=list)
+    started_at: AwareDatetime | None = None
+    url: str | None = None
+    status: IncidentStatus = IncidentStatus.OPEN
+    acked_by: str | None = None
+    acked_via: Literal["phone", "zabbix"] | None = None
+    acked_at: AwareDatetime | None = None
+    resolved_at: AwareDatetime | None = None
+    pages: list[Page] = Field(default_factory=list)
+    timeline: list[TimelineEntry] = Field(default_factory=list)
+    applied: list[str] = Field(default_factory=list)
+    outbox: list[Command] = Field(default_factory=list)
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+
+    @property
+    def open(self) -> bool:
+        return self.status is IncidentStatus.OPEN
+
+    def page(self, page_id: str) -> Page | None:
+        return next((p for p in self.pages if p.id == page_id), None)
+
+    def page_for_call(self, call_id: str) -> Page | None:
+        return next((p for p in self.pages if p.call_id == call_id), None)
+
+    @classmethod
+    def from_alert(cls, alert: AlertEvent, now: datetime) -> Incident:
+        return cls(
+            key=alert.problem_key,
+            problem=ProblemRef(
+                problem_key=alert.problem_key,
+                source_event_id=alert.source_event_id,
+                title=alert.title,
+            ),
+            severity=alert.severity,
+            title=alert.title,
+            host=alert.host,
+            host_groups=alert.host_groups,
+            tags=alert.tags,
+            started_at=alert.started_at,
+            url=alert.url,
+            created_at=now,
+            updated_at=now,
+        )
+
+
+# -- events -----------------------------------------------------------------------------------
+
+
+class AlertArrived(_Model):
+    kind: Literal["alert"] = "alert"
+    alert: AlertEvent
+
+    @property
+    def id(self) -> str:
+        return f"alert:{self.alert.dedup_key}"
+
+
+class CallPlaced(_Model):
+    kind: Literal["placed"] = "placed"
+    call_id: str
+    page_id: str
+    attempt: int
+    call_sid: str
+    at: AwareDatetime
+
+    @property
+    def id(self) -> str:
+        return f"placed:{self.call_id}"
+
+
+class CallNotPlaced(_Model):
+    kind: Literal["not_placed"] = "not_placed"
+    call_id: str
+    page_id: str
+    attempt: int
+    reason: str
+
+    @property
+    def id(self) -> str:
+        return f"not_placed:{self.call_id}"
+
+
+class CallProgress(_Model):
+    """A status or answering-machine callback (or a watchdog's fetch) for one of our calls."""
+
+    kind: Literal["progress"] = "progress"
+    call_id: str
+    call_sid: str
+    status: str
+    answered_by: str | None = None
+    sequence: int | None = None
+    at: AwareDatetime
+
+    @property
+    def id(self) -> str:
+        return f"progress:{self.call_sid}:{self.status}:{self.answered_by}:{self.sequence}"
+
+
+class KeyPress(_Model):
+    kind: Literal["key"] = "key"
+    key: KeyPressed
+
+    @property
+    def id(self) -> str:
+        return f"key:{self.key.id}"
+
+
+class TimerFired(_Model):
+    kind: Literal["timer"] = "timer"
+    token: str
+    purpose: Literal["redial", "watchdog", "step"]
+    page_id: str | None = None
+    attempt: int | None = None
+
+    @property
+    def id(self) -> str:
+        return f"timer:{self.token}"
+
+
+class AckReported(_Model):
+    kind: Literal["ack"] = "ack"
+    result: AckResult
+
+    @property
+    def id(self) -> str:
+        r = self.result
+        return f"ack:{r.keypress_id}:{r.problem.problem_key}:{r.outcome.value}"
+
+
+Event = Annotated[
+    AlertArrived | CallPlaced | CallNotPlaced | CallProgress | KeyPress | TimerFired | AckReported,
+    Field(discriminator="kind"),
+]

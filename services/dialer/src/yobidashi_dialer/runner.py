@@ -1,0 +1,110 @@
+"""Carries out the engine's commands: dial requests, timers, ending calls, voicemail."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+from yobidashi_common.bus import Bus, RetryLater
+from yobidashi_common.telemetry import get_logger
+from yobidashi_dialer.core.model import (
+    CallProgress,
+    CheckCall,
+    Command,
+    EndCall,
+    Event,
+    Incident,
+    LeaveVoicemail,
+    PlaceCall,
+    StartTimer,
+)
+from yobidashi_dialer.settings import DialerSettings
+from yobidashi_dialer.store import (
+    DIALS_SUBJECT,
+    TIMERS_SUBJECT,
+    CallTarget,
+    DialRequest,
+    TimerDue,
+)
+from yobidashi_dialer.telephony import Telephony, TelephonyError
+from yobidashi_dialer.voice import PHRASES, Announcement, Voices, voicemail_twiml
+
+log = get_logger(__name__)
+
+
+class Runner:
+    def __init__(
+        self,
+        settings: DialerSettings,
+        bus: Bus,
+        telephony: Telephony,
+        apply: Callable[[str, Event], Awaitable[Incident | None]],
+    ) -> None:
+        self.settings = settings
+        self.bus = bus
+        self.telephony = telephony
+        self.apply = apply
+        self.voices = Voices(settings.twilio_voice_ja, settings.twilio_voice_en)
+
+    async def run(self, incident: Incident, command: Command) -> None:
+        try:
+            await self._run(incident, command)
+        except TelephonyError as exc:
+            if exc.retryable:
+                raise RetryLater(f"Twilio: {exc}", delay=2.0) from exc
+            # e.g. ending a call Twilio no longer knows: nothing left to do, and nothing to retry
+            log.warning("command.failed", command=command.kind, error=str(exc))
+
+    async def _run(self, incident: Incident, command: Command) -> None:
+        match command:
+            case PlaceCall():
+                request = DialRequest(
+                    call_id=command.call_id,
+                    targets=[
+                        CallTarget(
+                            problem_key=incident.key,
+                            page_id=command.page_id,
+                            attempt=command.attempt,
+                        )
+                    ],
+                    contact=command.contact,
+                    requested_at=command.requested_at,
+                )
+                await self.bus.publish(DIALS_SUBJECT, request, msg_id=f"dial.{command.call_id}")
+            case StartTimer():
+                timer = TimerDue(
+                    problem_key=incident.key,
+                    token=command.token,
+                    purpose=command.purpose,
+                    due_at=command.due_at,
+                    page_id=command.page_id,
+                    attempt=command.attempt,
+                )
+                await self.bus.publish(TIMERS_SUBJECT, timer, msg_id=f"timer.{command.token}")
+            case EndCall():
+                await self.telephony.end_call(command.call_sid)
+                log.info("call.ended", call_sid=command.call_sid)
+            case LeaveVoicemail():
+                announcement = Announcement(
+                    incident.severity, incident.host, incident.title, incident.started_at
+                )
+                twiml = voicemail_twiml(
+                    announcement, phrases=PHRASES[command.language], voices=self.voices
+                )
+                await self.telephony.play(command.call_sid, twiml)
+            case CheckCall():
+                page = incident.page(command.page_id)
+                if page is None or page.call_id is None:
+                    return
+                info = await self.telephony.fetch_call(command.call_sid)
+                await self.apply(
+                    incident.key,
+                    CallProgress(
+                        call_id=page.call_id,
+                        call_sid=command.call_sid,
+                        status=info.status,
+                        answered_by=info.answered_by,
+                        sequence=None,
+                        at=datetime.now(UTC),
+                    ),
+                )

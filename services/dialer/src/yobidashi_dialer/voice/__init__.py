@@ -1,0 +1,25 @@
+"""What a call says, per language, as TwiML."""
+
+from yobidashi_dialer.voice.phrases import PHRASES, Language, Phrases
+from yobidashi_dialer.voice.twiml import (
+    Announcement,
+    Voices,
+    after_key,
+    call_twiml,
+    menu_twiml,
+    spoken_alert,
+    voicemail_twiml,
+)
+
+__all__ = [
+    "PHRASES",
+    "Announcement",
+    "Language",
+    "Phrases",
+    "Voices",
+    "after_key",
+    "call_twiml",
+    "menu_twiml",
+    "spoken_alert",
+    "voicemail_twiml",
+]

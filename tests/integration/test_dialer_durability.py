@@ -1,0 +1,178 @@
+"""The dialer under stress and crashes: shared CPS budget, kill -9 mid-call and mid-create."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from yobidashi_common.events import KeyPressed
+from yobidashi_common.subjects import KEYS_STREAM
+from yobidashi_dialer.core.model import Incident, IncidentStatus
+from yobidashi_testing.nats_server import free_port
+from yobidashi_testing.processes import ServiceProcess
+from yobidashi_testing.stack import (
+    Bus,
+    RunningDialer,
+    Sim,
+    alert_event,
+    dialer_in_process,
+    dialer_process,
+    eventually,
+    simulator,
+    simulator_process,
+)
+
+pytestmark = pytest.mark.integration
+
+YAMADA = "+819012345678"
+
+
+def max_in_any_second(times: list[float]) -> int:
+    """The most events in any half-open one-second window [t, t+1)."""
+    times = sorted(times)
+    best = 0
+    for i, start in enumerate(times):
+        best = max(best, sum(1 for t in times[i:] if t < start + 1.0))
+    return best
+
+
+@asynccontextmanager
+async def replicas(
+    nats_url: str, sim: Sim, count: int, env: dict[str, str]
+) -> AsyncIterator[list[RunningDialer]]:
+    async with AsyncExitStack() as stack:
+        yield [
+            await stack.enter_async_context(dialer_in_process(nats_url, sim, env))
+            for _ in range(count)
+        ]
+
+
+async def test_twenty_problems_at_once_never_exceed_the_cps_budget_across_replicas(
+    nats_url: str, tmp_path: Path
+) -> None:
+    """Two dialer processes share TWILIO_CPS=2; the simulator (its own process, as Twilio is)
+    records when each create arrives."""
+    numbers = [f"+8190{10000000 + n:08d}" for n in range(20)]
+    async with simulator_process(tmp_path / "sim.log", cps=50) as sim, Bus(nats_url) as bus:
+        dialers = [
+            dialer_process(nats_url, sim, tmp_path / f"d{i}.log", TWILIO_CPS="2").start()
+            for i in range(2)
+        ]
+        try:
+            for d in dialers:
+                d.wait_ready()
+            for number in numbers:
+                await sim.scenario(number, {"answer": "human", "answer_after": 1})
+            await asyncio.gather(
+                *(
+                    bus.publish_alert(alert_event(1000 + n, sendto=number))
+                    for n, number in enumerate(numbers)
+                )
+            )
+
+            async def all_created() -> list[dict[str, Any]] | None:
+                creates = [c for c in await sim.creates() if c["http_status"] == 201]
+                return creates if len(creates) == 20 else None
+
+            creates = await eventually(all_created, "20 creates", limit=60)
+        finally:
+            for d in dialers:
+                d.stop()
+    assert max_in_any_second([c["arrived_at"] for c in creates]) <= 2
+    assert sorted(c["params"]["To"][0] for c in creates) == sorted(numbers)
+
+
+async def test_live_call_cap_holds_across_replicas(nats_url: str) -> None:
+    numbers = [f"+8180{20000000 + n:08d}" for n in range(4)]
+    async with (
+        simulator(cps=50) as sim,
+        replicas(nats_url, sim, 2, {"TWILIO_MAX_CONCURRENT_CALLS": "1", "TWILIO_CPS": "20"}) as _ds,
+        Bus(nats_url) as bus,
+    ):
+        for number in numbers:
+            # each call lasts a while: answered, then the callee hangs up
+            await sim.scenario(number, {"answer": "human", "answer_after": 2, "hangup_after": 10})
+        for n, number in enumerate(numbers):
+            await bus.publish_alert(alert_event(1100 + n, sendto=number))
+
+        async def four_done() -> list[dict[str, Any]] | None:
+            calls = await sim.calls()
+            done = [c for c in calls if c["status"] == "completed"]
+            return calls if len(done) == 4 else None
+
+        calls = await eventually(four_done, "four calls, one after another", limit=90)
+    spans = sorted((c["times"]["dialled"], c["times"]["ended"]) for c in calls)
+    for (_, ended), (started, _) in itertools.pairwise(spans):
+        assert started >= ended - 0.05, "two calls were live at once"
+
+
+async def acked(nats_url: str, problem_key: str) -> bool:
+    async with Bus(nats_url) as bus:
+        from yobidashi_dialer.store import incident_key
+
+        entry = await (await bus.js.key_value("yobidashi_incidents")).get(incident_key(problem_key))
+        incident = Incident.model_validate_json(entry.value)
+        return incident.status is IncidentStatus.ACKNOWLEDGED
+
+
+async def test_dialer_killed_between_placing_and_keypress_handles_the_key_once(
+    nats_url: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    env = {"TWILIO_RING_TIMEOUT": "200", "NATS_ACK_WAIT": "3"}
+    async with simulator() as sim, Bus(nats_url) as bus:
+        await sim.scenario(
+            YAMADA,
+            {"answer": "human", "answer_after": 100, "digits": [{"after": 0.5, "keys": "1"}]},
+        )
+        first = dialer_process(nats_url, sim, tmp_path / "d1.log", port=port, **env).start()
+        first.wait_ready()
+        await bus.publish_alert(alert_event(2001))
+        [call] = await sim.wait_calls(YAMADA, 1)
+        await sim.wait_status(call["sid"], "ringing")
+        first.kill()
+        second = dialer_process(nats_url, sim, tmp_path / "d2.log", port=port, **env).start()
+        try:
+            second.wait_ready()
+            journal = await sim.wait_status(call["sid"], "completed")
+            assert "確認を受け付けました" in " ".join(s["text"] or "" for s in journal["spoken"])
+            await eventually(lambda: acked(nats_url, "zabbix:2001"), "the ack")
+            keys = await bus.messages(KEYS_STREAM, "yobidashi.keys.", KeyPressed)
+            assert len(keys) == 1
+            assert len(await sim.calls(YAMADA)) == 1
+        finally:
+            second.stop()
+
+
+async def test_dialer_killed_during_the_create_neither_loses_nor_repeats_the_call(
+    nats_url: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    env = {"TWILIO_RING_TIMEOUT": "200", "NATS_ACK_WAIT": "3", "DIAL_RECOVERY_AFTER": "2"}
+    async with simulator() as sim, Bus(nats_url) as bus:
+        await sim.scenario(
+            YAMADA,
+            {"answer": "human", "answer_after": 160, "digits": [{"after": 0.5, "keys": "1"}]},
+        )
+        await sim.faults(latency_ms=2500)  # the create is in flight when the dialer dies
+        first: ServiceProcess = dialer_process(nats_url, sim, tmp_path / "d1.log", port=port, **env)
+        first.start().wait_ready()
+        await bus.publish_alert(alert_event(2002))
+        await eventually(lambda: sim.creates(), "the create request to arrive")
+        first.kill()
+        await sim.wait_calls(YAMADA, 1)  # Twilio still created it
+        await sim.faults(latency_ms=0)
+        second = dialer_process(nats_url, sim, tmp_path / "d2.log", port=port, **env).start()
+        try:
+            second.wait_ready()
+            await eventually(lambda: acked(nats_url, "zabbix:2002"), "the ack", limit=90)
+            assert len(await sim.calls(YAMADA)) == 1, "the phone rang once"
+            assert "dial.recovered" in second.log_file.read_text()
+        finally:
+            second.stop()
