@@ -18,6 +18,7 @@ Language = Literal["ja", "en"]
 @dataclass(frozen=True)
 class Phrases:
     code: str  # the <Say language=...> value
+    joiner: str  # between sentences: nothing after 。, a space after "."
     severity: dict[Severity, str]
     intro: str
     alert: str  # {severity} {host} {title}
@@ -71,6 +72,7 @@ class English(Phrases):
 
 JA = Japanese(
     code="ja-JP",
+    joiner="",
     severity={
         Severity.NOT_CLASSIFIED: "未分類",
         Severity.INFORMATION: "情報",
@@ -109,6 +111,7 @@ JA = Japanese(
 
 EN = English(
     code="en-US",
+    joiner=" ",
     severity={
         Severity.NOT_CLASSIFIED: "not classified",
         Severity.INFORMATION: "information",

@@ -66,27 +66,34 @@ def spoken_alert(
     title_limit: int = TITLE_LIMIT,
 ) -> str:
     """The main message: one problem in full, or a bundle's count, worst and first few."""
+    parts = [phrases.intro]
     if len(problems) == 1:
         p = problems[0]
-        text = phrases.intro + phrases.alert.format(
-            severity=phrases.severity[p.severity],
-            host=speakable(p.host, HOST_LIMIT),
-            title=speakable(p.title, title_limit),
+        parts.append(
+            phrases.alert.format(
+                severity=phrases.severity[p.severity],
+                host=speakable(p.host, HOST_LIMIT),
+                title=speakable(p.title, title_limit),
+            )
         )
         if p.started_at is not None:
-            text += phrases.started.format(age=phrases.age(now - p.started_at))
-        return text
+            parts.append(phrases.started.format(age=phrases.age(now - p.started_at)))
+        return phrases.joiner.join(parts)
     ordered = sorted(problems, key=lambda p: p.severity.rank, reverse=True)
-    text = phrases.intro + phrases.bundle_intro.format(
-        count=len(problems), worst=phrases.severity[ordered[0].severity]
+    parts.append(
+        phrases.bundle_intro.format(
+            count=len(problems), worst=phrases.severity[ordered[0].severity]
+        )
     )
     for n, p in enumerate(ordered[:BUNDLE_ITEMS_SPOKEN], start=1):
-        text += phrases.bundle_item.format(
-            n=n, host=speakable(p.host, HOST_LIMIT), title=speakable(p.title, title_limit // 2)
+        parts.append(
+            phrases.bundle_item.format(
+                n=n, host=speakable(p.host, HOST_LIMIT), title=speakable(p.title, title_limit // 2)
+            )
         )
     if len(ordered) > BUNDLE_ITEMS_SPOKEN:
-        text += phrases.bundle_more.format(count=len(ordered) - BUNDLE_ITEMS_SPOKEN)
-    return text
+        parts.append(phrases.bundle_more.format(count=len(ordered) - BUNDLE_ITEMS_SPOKEN))
+    return phrases.joiner.join(parts)
 
 
 def _say(node: VoiceResponse | Gather, text: str, phrases: Phrases, voices: Voices) -> None:
