@@ -233,9 +233,15 @@ class KeyPressed(Contract):
 # -- the Zabbix side: published by the acker ------------------------------------------------------
 
 
+# Every acknowledgement the acker writes says this; ingest recognises our own ack coming back
+# through the media type by it (and by the acker's Zabbix username).
+OWN_ACK_MARKER = "via Yobidashi"
+
+
 class AckOutcome(StrEnum):
     ACKNOWLEDGED = "acknowledged"
     ALREADY_ACKNOWLEDGED = "already_acknowledged"
+    COMMENTED = "commented"  # a message only, for the optional comment key
     FAILED = "failed"
 
 

@@ -35,20 +35,28 @@ class NatsSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", env_file=None)
 
     nats_url: str = Field("nats://127.0.0.1:4222", description="Comma-separated server URLs.")
-    nats_token: SecretStr | None = None
-    nats_user: str | None = None
-    nats_password: SecretStr | None = None
+    nats_token: SecretStr | None = Field(None, description="Token authentication.")
+    nats_user: str | None = Field(None, description="User, with NATS_PASSWORD.")
+    nats_password: SecretStr | None = Field(None, description="Password for NATS_USER.")
     nats_creds: str | None = Field(None, description="Path to a .creds file (JWT + nkey).")
     nats_tls_ca: str | None = Field(None, description="CA bundle that signs the server cert.")
-    nats_tls_cert: str | None = None
-    nats_tls_key: str | None = None
-    nats_stream_replicas: int = Field(1, ge=1, le=5)
+    nats_tls_cert: str | None = Field(None, description="Client certificate, for mutual TLS.")
+    nats_tls_key: str | None = Field(None, description="Key of NATS_TLS_CERT.")
+    nats_stream_replicas: int = Field(
+        1, ge=1, le=5, description="Replicas of every stream and bucket (3 on a cluster)."
+    )
     nats_duplicate_window: Seconds = Field(
         3600.0, description="How long a Nats-Msg-Id is remembered for de-duplication."
     )
-    nats_alerts_max_age: Seconds = 7 * 86400.0
-    nats_events_max_age: Seconds = 7 * 86400.0
-    nats_publish_timeout: Seconds = 2.0
+    nats_alerts_max_age: Seconds = Field(
+        7 * 86400.0, description="How long alerts stay in YOBIDASHI_ALERTS (e.g. 7d)."
+    )
+    nats_events_max_age: Seconds = Field(
+        7 * 86400.0, description="How long call, key and ack events are kept."
+    )
+    nats_publish_timeout: Seconds = Field(
+        2.0, description="How long to wait for JetStream's ack before answering 503."
+    )
     nats_ack_wait: Seconds = Field(
         30.0,
         gt=0,
@@ -64,10 +72,12 @@ class NatsSettings(BaseSettings):
 class ServiceSettings(NatsSettings):
     """Base for each service's one settings class."""
 
-    host: str = "0.0.0.0"
-    port: int = Field(8000, ge=1, le=65535)
+    host: str = Field("0.0.0.0", description="Address to listen on.")
+    port: int = Field(8000, ge=1, le=65535, description="HTTP port.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    log_format: Literal["json", "console"] = "json"
+    log_format: Literal["json", "console"] = Field(
+        "json", description="json for machines, console for people."
+    )
     shutdown_grace: Seconds = Field(
         10.0, description="How long SIGTERM waits for in-flight work before closing."
     )

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 
 from yobidashi_common.bus import Bus, BusUnavailable
-from yobidashi_common.events import AlertStatus, utcnow
+from yobidashi_common.events import OWN_ACK_MARKER, AlertStatus, utcnow
 from yobidashi_common.phone import mask
 from yobidashi_common.service import add_ops_routes
 from yobidashi_common.subjects import alert_subject, shared_streams
@@ -29,9 +29,6 @@ from yobidashi_ingest.settings import IngestSettings
 from yobidashi_ingest.zabbix import NormalizationError, ZabbixWebhook, to_alert_event
 
 log = get_logger(__name__)
-
-# Our own acker writes this into every acknowledgement message; see the acker's message template.
-OWN_ACK_MARKER = "via Yobidashi"
 
 
 class Accepted(BaseModel):

@@ -12,11 +12,13 @@ from yobidashi_common.settings import Seconds, ServiceSettings
 
 
 class IngestSettings(ServiceSettings):
-    port: int = Field(8000, ge=1, le=65535)
+    port: int = Field(8000, ge=1, le=65535, description="HTTP port.")
     ingest_token: SecretStr = Field(
         description="Bearer token the Zabbix media type must send. Required.", min_length=16
     )
-    ingest_max_body_bytes: int = Field(256 * 1024, ge=1024)
+    ingest_max_body_bytes: int = Field(
+        256 * 1024, ge=1024, description="Larger webhook bodies get 413."
+    )
     ingest_retry_after: Seconds = Field(
         10.0, description="Retry-After on 503, so Zabbix's media-type retries come back later."
     )
