@@ -155,6 +155,13 @@ def test_ack_in_the_zabbix_ui_is_news_but_our_own_ack_is_recognised() -> None:
     assert by_marker.update.from_yobidashi
 
 
+def test_an_updater_the_recipient_may_not_see_is_unknown_not_inaccessible_user() -> None:
+    event = normalize(payloads.update(user="Inaccessible user", message="via Yobidashi [ref x]"))
+    assert event.update is not None
+    assert event.update.user is None
+    assert event.update.from_yobidashi  # recognised by the marker in the message
+
+
 def test_japanese_text_survives_intact() -> None:
     body = payloads.problem(name="サーバーが応答しません", host="東京-web01", update_message=None)
     body["event_tags"] = '[{"tag":"担当","value":"インフラ"}]'

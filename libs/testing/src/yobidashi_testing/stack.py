@@ -28,7 +28,7 @@ from yobidashi_dialer.app import Dialer, create_app
 from yobidashi_dialer.settings import DialerSettings
 from yobidashi_testing.nats_server import free_port
 from yobidashi_testing.processes import ServiceProcess
-from yobidashi_twilio_sim.settings import SimSettings
+from yobidashi_twilio_sim.settings import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, SimSettings
 from yobidashi_twilio_sim.testing import running_sim, serve_app
 
 M = TypeVar("M", bound=BaseModel)
@@ -125,6 +125,15 @@ class Bus:
         return found
 
 
+@dataclass(frozen=True)
+class SimAccount:
+    """Where the simulator is and which test account it expects."""
+
+    base_url: str
+    account_sid: str = DEFAULT_ACCOUNT_SID
+    auth_token: str = DEFAULT_AUTH_TOKEN
+
+
 @dataclass
 class Sim:
     base_url: str
@@ -210,7 +219,7 @@ async def simulator_process(log_file: Path, **settings: Any) -> AsyncIterator[Si
             yield Sim(proc.url, sim_settings.account_sid, sim_settings.auth_token, http)
 
 
-def dialer_env(nats_url: str, sim: Sim, port: int, **overrides: str) -> dict[str, str]:
+def dialer_env(nats_url: str, sim: Sim | SimAccount, port: int, **overrides: str) -> dict[str, str]:
     """The dialer's environment variables for this stack (strings, as a process gets them)."""
     env = {
         "NATS_URL": nats_url,

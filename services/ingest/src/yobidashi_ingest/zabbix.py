@@ -33,6 +33,10 @@ from yobidashi_common.events import (
     UpdateAction,
 )
 
+# What {USER.FULLNAME} renders as when the recipient may not see the user who made the update
+# (measured on 6.0: an on-call user with the User role, an update by Admin).
+INACCESSIBLE_USER = "Inaccessible user"
+
 _LITERAL_MACRO = re.compile(r"^\{[?$#]?[A-Z][A-Z0-9_.]*(?:\[[^\]]*\])?(?::[^}]*)?\}$")
 _UNKNOWN = {"*UNKNOWN*", "*UNKNOWN"}
 
@@ -293,7 +297,7 @@ def to_alert_event(
         actions = parse_update_actions(payload.update_action)
         update = AlertUpdate(
             actions=actions,
-            user=payload.update_user,
+            user=None if payload.update_user == INACCESSIBLE_USER else payload.update_user,
             message=_truncate(payload.update_message, MESSAGE_MAX),
             new_severity=_new_severity(payload, actions),
             at=_zabbix_time(payload.update_date, payload.update_time, timezone),

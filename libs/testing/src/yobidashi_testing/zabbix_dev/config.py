@@ -15,7 +15,7 @@ from pathlib import Path
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 ADMIN_USERNAME = "Admin"
-ADMIN_PASSWORD = "zabbix"  # noqa: S105 - the stock password of a fresh Zabbix DB
+ADMIN_PASSWORD = "zabbix"
 
 
 def find_repo_root(start: Path | None = None) -> Path:
@@ -51,7 +51,7 @@ class DevConfig:
     pg_port: int = 5432
     db_name: str = "yobidashi_zabbix"
     db_user: str = "yobidashi_zabbix"
-    db_password: str = "yobidashi_zabbix"  # noqa: S105 - loopback-only dev database
+    db_password: str = "yobidashi_zabbix"
     tz: str = "UTC"
 
     @classmethod
