@@ -131,13 +131,13 @@ async def test_dialer_killed_between_placing_and_keypress_handles_the_key_once(
             YAMADA,
             {"answer": "human", "answer_after": 100, "digits": [{"after": 0.5, "keys": "1"}]},
         )
-        first = dialer_process(nats_url, sim, tmp_path / "d1.log", port=port, **env).start()
+        first = dialer_process(nats_url, sim, tmp_path / "d1.log", env, port=port).start()
         first.wait_ready()
         await bus.publish_alert(alert_event(2001))
         [call] = await sim.wait_calls(YAMADA, 1)
         await sim.wait_status(call["sid"], "ringing")
         first.kill()
-        second = dialer_process(nats_url, sim, tmp_path / "d2.log", port=port, **env).start()
+        second = dialer_process(nats_url, sim, tmp_path / "d2.log", env, port=port).start()
         try:
             second.wait_ready()
             journal = await sim.wait_status(call["sid"], "completed")
@@ -161,14 +161,14 @@ async def test_dialer_killed_during_the_create_neither_loses_nor_repeats_the_cal
             {"answer": "human", "answer_after": 160, "digits": [{"after": 0.5, "keys": "1"}]},
         )
         await sim.faults(latency_ms=2500)  # the create is in flight when the dialer dies
-        first: ServiceProcess = dialer_process(nats_url, sim, tmp_path / "d1.log", port=port, **env)
+        first: ServiceProcess = dialer_process(nats_url, sim, tmp_path / "d1.log", env, port=port)
         first.start().wait_ready()
         await bus.publish_alert(alert_event(2002))
         await eventually(lambda: sim.creates(), "the create request to arrive")
         first.kill()
         await sim.wait_calls(YAMADA, 1)  # Twilio still created it
         await sim.faults(latency_ms=0)
-        second = dialer_process(nats_url, sim, tmp_path / "d2.log", port=port, **env).start()
+        second = dialer_process(nats_url, sim, tmp_path / "d2.log", env, port=port).start()
         try:
             second.wait_ready()
             await eventually(lambda: acked(nats_url, "zabbix:2002"), "the ack", limit=90)

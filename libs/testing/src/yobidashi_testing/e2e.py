@@ -113,7 +113,7 @@ async def e2e_stack(
             )
         )
         dialer = stack.enter_context(
-            dialer_process(nats.url, sim, workdir / "dialer.log", **(dialer_env or {}))
+            dialer_process(nats.url, sim, workdir / "dialer.log", dialer_env)
         )
         acker = stack.enter_context(
             ServiceProcess(

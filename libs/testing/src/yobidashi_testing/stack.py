@@ -290,10 +290,16 @@ async def dialer_in_process(
 
 
 def dialer_process(
-    nats_url: str, sim: Sim, log_file: Path, port: int | None = None, **overrides: str
+    nats_url: str,
+    sim: Sim | SimAccount,
+    log_file: Path,
+    env: Mapping[str, str] | None = None,
+    *,
+    port: int | None = None,
+    **overrides: str,
 ) -> ServiceProcess:
     """The real ``yobidashi-dialer`` console script (for kill -9 tests)."""
     port = port or free_port()
-    env = dialer_env(nats_url, sim, port, **overrides)
-    env.setdefault("LOG_LEVEL", os.environ.get("YOBIDASHI_TEST_LOG_LEVEL", "INFO"))
-    return ServiceProcess("yobidashi-dialer", env, log_file, port=port)
+    full = dialer_env(nats_url, sim, port, **{**(env or {}), **overrides})
+    full.setdefault("LOG_LEVEL", os.environ.get("YOBIDASHI_TEST_LOG_LEVEL", "INFO"))
+    return ServiceProcess("yobidashi-dialer", full, log_file, port=port)
