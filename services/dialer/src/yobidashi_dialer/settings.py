@@ -13,14 +13,16 @@ from yobidashi_common.settings import Seconds, ServiceSettings
 
 
 class DialerSettings(ServiceSettings):
-    port: int = Field(8001, ge=1, le=65535)
+    port: int = Field(8001, ge=1, le=65535, description="HTTP port (Twilio callbacks).")
     public_base_url: str = Field(
         description="The URL Twilio reaches this service at (https://…, no trailing slash). "
         "Callback URLs are built from it and every X-Twilio-Signature is checked against it.",
         pattern=r"^https?://[^\s?#]+$",
     )
-    twilio_account_sid: str = Field(pattern=r"^AC[0-9a-fA-F]{32}$")
-    twilio_auth_token: SecretStr = Field(min_length=8)
+    twilio_account_sid: str = Field(pattern=r"^AC[0-9a-fA-F]{32}$", description="AC…")
+    twilio_auth_token: SecretStr = Field(
+        min_length=8, description="Signs API requests and Twilio's callbacks."
+    )
     twilio_api_base_url: str | None = Field(
         None,
         description="Override Twilio's API host, e.g. http://127.0.0.1:8089 for the simulator.",
@@ -33,16 +35,26 @@ class DialerSettings(ServiceSettings):
     twilio_max_concurrent_calls: int = Field(
         2, ge=0, description="Live calls at once, account-wide (0: no cap)."
     )
-    twilio_ring_timeout: int = Field(30, ge=5, le=600)
-    twilio_time_limit: int = Field(600, ge=30, le=14400)
-    twilio_machine_detection: Literal["Enable", "DetectMessageEnd"] = "DetectMessageEnd"
-    twilio_voice_ja: str = "Polly.Mizuki"
-    twilio_voice_en: str = "Polly.Joanna"
-    twilio_request_timeout: Seconds = 10.0
+    twilio_ring_timeout: int = Field(30, ge=5, le=600, description="Seconds a call rings.")
+    twilio_time_limit: int = Field(600, ge=30, le=14400, description="Longest call, seconds.")
+    twilio_machine_detection: Literal["Enable", "DetectMessageEnd"] = Field(
+        "DetectMessageEnd",
+        description="Answering-machine detection (asynchronous); DetectMessageEnd waits for "
+        "the beep so the voicemail is recorded whole.",
+    )
+    twilio_voice_ja: str = Field("Polly.Mizuki", description="<Say> voice for Japanese.")
+    twilio_voice_en: str = Field("Polly.Joanna", description="<Say> voice for English.")
+    twilio_request_timeout: Seconds = Field(10.0, description="Per Twilio REST request.")
 
-    dial_default_region: str = Field("JP", min_length=2, max_length=2)
-    dial_default_language: Literal["ja", "en"] = "ja"
-    dial_default_timezone: str = "Asia/Tokyo"
+    dial_default_region: str = Field(
+        "JP", min_length=2, max_length=2, description="Region for numbers without +country."
+    )
+    dial_default_language: Literal["ja", "en"] = Field(
+        "ja", description="Language for callees the on-call config does not know."
+    )
+    dial_default_timezone: str = Field(
+        "Asia/Tokyo", description="Timezone for callees the on-call config does not know."
+    )
     dial_max_attempts: int = Field(3, ge=1, le=10, description="Per person and step.")
     dial_retry_pause: Seconds = Field(60.0, description="Before redialling no-answer or busy.")
     dial_gather_timeout: int = Field(6, ge=1, le=30, description="Seconds to wait for a key.")
@@ -55,9 +67,9 @@ class DialerSettings(ServiceSettings):
     )
     dial_workers: int = Field(16, ge=1, le=256, description="Calls this replica works on at once.")
 
-    key_acknowledge: str = "1"
-    key_pass: str = "2"  # noqa: S105 - the "pass it on" key, not a password
-    key_repeat: str = "*"
+    key_acknowledge: str = Field("1", description="Key that acknowledges.")
+    key_pass: str = Field("2", description="Key that passes to the next person.")
+    key_repeat: str = Field("*", description="Key that repeats the message.")
     key_close: str = Field("", description="Optional key that acknowledges and closes.")
     key_comment: str = Field("", description="Optional key that only adds a message.")
 
