@@ -18,7 +18,7 @@ from yobidashi_common.events import (
     Severity,
     UpdateAction,
 )
-from yobidashi_dialer.core.decide import Rules, Transition, call_id_for, decide
+from yobidashi_dialer.core.decide import Rules, Transition, decide
 from yobidashi_dialer.core.model import (
     AckReported,
     AlertArrived,
@@ -38,6 +38,7 @@ from yobidashi_dialer.core.model import (
     StartTimer,
     TimerFired,
 )
+from yobidashi_dialer.core.tx import call_id_for
 
 T0 = datetime(2026, 11, 24, 18, 0, tzinfo=UTC)
 RULES = Rules(max_attempts=3, redial_pause=timedelta(seconds=60))

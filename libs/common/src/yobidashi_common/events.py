@@ -230,6 +230,20 @@ class KeyPressed(Contract):
     at: AwareDatetime
 
 
+class EscalationExhausted(Contract):
+    """A policy ran out and nobody took the problem.
+
+    Subject: ``yobidashi.escalations.v1.exhausted``. Something outside Yobidashi (a second paging
+    channel, a chat room) should hear about this.
+    """
+
+    problem: ProblemRef
+    route: str
+    policy: str
+    rounds: int
+    at: AwareDatetime
+
+
 # -- the Zabbix side: published by the acker ------------------------------------------------------
 
 

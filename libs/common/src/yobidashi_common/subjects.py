@@ -3,15 +3,16 @@
 Subjects are ``yobidashi.<kind>.v<version>.<detail...>``. A breaking change to a payload gets a
 new version segment, so old and new consumers can run side by side during a rollout.
 
-===================  =============================================  ==========================
-stream               subjects                                       holds
-===================  =============================================  ==========================
-YOBIDASHI_ALERTS     yobidashi.alerts.v1.<status>.<severity>        AlertEvent (from ingest)
-YOBIDASHI_CALLS      yobidashi.calls.v1.<kind>                      call status, failures
-YOBIDASHI_KEYS       yobidashi.keys.v1.<digit-name>                 KeyPressed
-YOBIDASHI_ACKS       yobidashi.acks.v1.<result>                     AckResult
-YOBIDASHI_DLQ        yobidashi.dlq.v1.<consumer>                    messages no handler could take
-===================  =============================================  ==========================
+=====================  ===========================================  ========================
+stream                 subjects                                     holds
+=====================  ===========================================  ========================
+YOBIDASHI_ALERTS       yobidashi.alerts.v1.<status>.<severity>      AlertEvent (from ingest)
+YOBIDASHI_CALLS        yobidashi.calls.v1.<kind>                    call status, failures
+YOBIDASHI_KEYS         yobidashi.keys.v1.<action>                   KeyPressed
+YOBIDASHI_ACKS         yobidashi.acks.v1.<outcome>                  AckResult
+YOBIDASHI_ESCALATIONS  yobidashi.escalations.v1.<what>              EscalationExhausted
+YOBIDASHI_DLQ          yobidashi.dlq.v1.<consumer>                  what no handler could take
+=====================  ===========================================  ========================
 
 All are file-backed, limits-retention streams (consumers ack; the stream keeps history for
 ``max_age`` so that a new consumer or an investigation can replay it). Replicas come from
@@ -41,12 +42,14 @@ ALERTS_STREAM = "YOBIDASHI_ALERTS"
 CALLS_STREAM = "YOBIDASHI_CALLS"
 KEYS_STREAM = "YOBIDASHI_KEYS"
 ACKS_STREAM = "YOBIDASHI_ACKS"
+ESCALATIONS_STREAM = "YOBIDASHI_ESCALATIONS"
 DLQ_STREAM = "YOBIDASHI_DLQ"
 
 ALERTS_ALL = f"{PREFIX}.alerts.v1.>"
 CALLS_ALL = f"{PREFIX}.calls.v1.>"
 KEYS_ALL = f"{PREFIX}.keys.v1.>"
 ACKS_ALL = f"{PREFIX}.acks.v1.>"
+ESCALATIONS_ALL = f"{PREFIX}.escalations.v1.>"
 DLQ_ALL = f"{PREFIX}.dlq.v1.>"
 
 
@@ -64,6 +67,10 @@ def keys_subject(digit_name: str) -> str:
 
 def acks_subject(result: str) -> str:
     return f"{PREFIX}.acks.v1.{result}"
+
+
+def escalations_subject(what: str) -> str:
+    return f"{PREFIX}.escalations.v1.{what}"
 
 
 def dlq_subject(consumer: str) -> str:
@@ -125,6 +132,13 @@ def shared_streams(settings: NatsSettings) -> list[StreamSpec]:
         StreamSpec(CALLS_STREAM, [CALLS_ALL], events_age, window, description="Call outcomes."),
         StreamSpec(KEYS_STREAM, [KEYS_ALL], events_age, window, description="Keypresses."),
         StreamSpec(ACKS_STREAM, [ACKS_ALL], events_age, window, description="Zabbix ack results."),
+        StreamSpec(
+            ESCALATIONS_STREAM,
+            [ESCALATIONS_ALL],
+            events_age,
+            window,
+            description="Escalations that ran out.",
+        ),
         dlq_stream(settings),
     ]
 

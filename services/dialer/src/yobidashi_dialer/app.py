@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -24,6 +27,7 @@ from yobidashi_common.subjects import (
     shared_streams,
 )
 from yobidashi_common.telemetry import bind_trace, register_secret
+from yobidashi_dialer import views
 from yobidashi_dialer.callbacks import Callbacks
 from yobidashi_dialer.core.decide import TERMINAL_CALL_STATUSES, Rules
 from yobidashi_dialer.core.engine import Engine
@@ -38,9 +42,12 @@ from yobidashi_dialer.core.model import (
 )
 from yobidashi_dialer.dialing import DialWorker
 from yobidashi_dialer.limits import Budget
+from yobidashi_dialer.oncall import OnCallConfig
+from yobidashi_dialer.oncall.source import OnCallSource
 from yobidashi_dialer.runner import Runner
 from yobidashi_dialer.settings import DialerSettings
 from yobidashi_dialer.store import (
+    BUNDLES,
     CALLS,
     DIALER_STREAM,
     DIALS_SUBJECT,
@@ -56,7 +63,7 @@ from yobidashi_dialer.telephony import Telephony
 from yobidashi_dialer.telephony.twilio import TwilioTelephony
 
 
-def rules_from(settings: DialerSettings) -> Rules:
+def rules_from(settings: DialerSettings, oncall: OnCallConfig | None = None) -> Rules:
     return Rules(
         max_attempts=settings.dial_max_attempts,
         redial_pause=timedelta(seconds=settings.dial_retry_pause),
@@ -67,6 +74,8 @@ def rules_from(settings: DialerSettings) -> Rules:
         default_region=settings.dial_default_region,
         default_language=settings.dial_default_language,
         default_timezone=settings.dial_default_timezone,
+        bundle_window=timedelta(seconds=settings.dial_bundle_window),
+        oncall=oncall or OnCallConfig(),
     )
 
 
@@ -82,7 +91,7 @@ class Dialer:
             settings,
             "yobidashi-dialer",
             streams=[*shared_streams(settings), dialer_stream(settings)],
-            buckets=[INCIDENTS, CALLS, LIMITS],
+            buckets=[INCIDENTS, CALLS, LIMITS, BUNDLES],
         )
         self.telephony = telephony or TwilioTelephony(
             settings.twilio_account_sid,
@@ -91,7 +100,8 @@ class Dialer:
             machine_detection=settings.twilio_machine_detection,
             request_timeout=settings.twilio_request_timeout,
         )
-        self.rules = rules_from(settings)
+        self.config_source = OnCallSource(settings.yobidashi_config)
+        self.rules = rules_from(settings, self.config_source.load_or_exit())
         self.incidents = KvStore(self.bus, INCIDENTS.name, Incident)
         self.calls = KvStore(self.bus, CALLS.name, CallRecord)
         self.runner = Runner(settings, self.bus, self.telephony, self.apply)
@@ -103,9 +113,16 @@ class Dialer:
             live_ttl=settings.twilio_ring_timeout + settings.twilio_time_limit + 60,
         )
         self.dial_worker = DialWorker(
-            settings, self.bus, self.telephony, self.budget, self.calls, self.engine
+            settings,
+            self.bus,
+            self.telephony,
+            self.budget,
+            self.calls,
+            self.engine,
+            hourly_cap=self.hourly_cap,
         )
         self.callbacks = Callbacks(settings, self.bus, self.calls, self.engine)
+        self._watch: asyncio.Task[None] | None = None
         ack_wait = settings.nats_ack_wait
         self.consumers: list[Consumer[Any]] = [
             Consumer(
@@ -165,6 +182,21 @@ class Dialer:
             ),
         ]
 
+    def hourly_cap(self, contact_id: str) -> int:
+        contact = self.rules.oncall.contact(contact_id)
+        if contact is not None and contact.max_calls_per_hour is not None:
+            return contact.max_calls_per_hour
+        return self.settings.dial_max_calls_per_hour
+
+    def reload(self) -> bool:
+        """Load the on-call config again; keep the old one (and say why) if the new is bad.
+        Running escalations keep their policy: each took a copy when it started."""
+        config = self.config_source.reload()
+        if config is None:
+            return False
+        self.rules = rules_from(self.settings, config)
+        return True
+
     async def apply(self, problem_key: str, event: Event) -> Incident | None:
         return await self.engine.apply(problem_key, event)
 
@@ -187,6 +219,7 @@ class Dialer:
             await self.apply(problem.problem_key, progress)
         if e.status in TERMINAL_CALL_STATUSES:
             await self.budget.release(e.call_id)
+            await self.dial_worker.call_ended(e.call_id)
 
     async def on_key(self, d: Delivery[KeyPressed]) -> None:
         bind_trace(d.traceparent, call_id=d.event.call_id, call_sid=d.event.call_sid)
@@ -216,8 +249,22 @@ class Dialer:
         await self.bus.start()
         for consumer in self.consumers:
             consumer.start()
+        self._watch = asyncio.create_task(self._watch_config(), name="config-watch")
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.reload)
+
+    async def _watch_config(self) -> None:
+        interval = self.settings.config_reload_interval
+        if not interval or not self.settings.yobidashi_config:
+            return
+        while True:
+            await asyncio.sleep(interval)
+            if self.config_source.changed():
+                self.reload()
 
     async def stop(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
         for consumer in self.consumers:
             await consumer.stop(self.settings.shutdown_grace)
         await self.telephony.close()
@@ -233,8 +280,14 @@ def create_app(settings: DialerSettings, dialer: Dialer | None = None) -> FastAP
         yield
         await dialer.stop()
 
-    app = FastAPI(title="Yobidashi dialer", version="1", lifespan=lifespan)
+    app = FastAPI(
+        title="Yobidashi dialer",
+        version="1",
+        description="Twilio's callbacks, and what the dialer knows: who is on call, incidents.",
+        lifespan=lifespan,
+    )
     app.state.dialer = dialer
     add_ops_routes(app, lambda: {"nats": dialer.bus.ready})
     app.include_router(dialer.callbacks.router())
+    app.include_router(views.router(dialer.engine, lambda: dialer.rules.oncall))
     return app

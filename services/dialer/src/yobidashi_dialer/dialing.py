@@ -1,27 +1,32 @@
-"""Places calls: one dial request at a time per worker slot, never the same call twice.
+"""Places calls: never the same call twice, and calmly in a storm.
 
-The `CallRecord` in KV is the dial marker. It is created ("placing") before Twilio is asked, and
-updated with the SID after. A replayed request finds it and does not dial again. A request that
-finds it still "placing" long after (its worker died mid-create) asks Twilio whether the call
-exists before placing it, so a crash can neither lose the call nor ring the phone twice.
+Each call request first asks the person's bundle record (`bundling.arbitrate`) whether to call
+now, wait (window, hourly cap, already on the phone with us) or join a call that another
+request placed. Then the `CallRecord` in KV is the dial marker: it is created ("placing") before
+Twilio is asked and updated with the SID after. A replayed request finds it and does not dial
+again. A request that finds it still "placing" long after (its worker died mid-create) asks
+Twilio whether the call exists before placing it, so a crash can neither lose the call nor ring
+the phone twice.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from yobidashi_common.bus import Bus, Delivery, KvStore, RetryLater
+from yobidashi_common.bus import Bus, Delivery, KvStore, RetryLater, kv_key
 from yobidashi_common.events import CallFailed
 from yobidashi_common.subjects import calls_subject
 from yobidashi_common.telemetry import bind_trace, get_logger
 from yobidashi_dialer import metrics
+from yobidashi_dialer.bundling import BundleState, Decision, Waiting, arbitrate, call_over
 from yobidashi_dialer.core.engine import Engine
 from yobidashi_dialer.core.model import CallNotPlaced, CallPlaced, Incident, PageStatus
 from yobidashi_dialer.limits import Budget
 from yobidashi_dialer.settings import DialerSettings
-from yobidashi_dialer.store import CallRecord, DialRequest, Spoken
+from yobidashi_dialer.store import BUNDLES, CallRecord, CallTarget, DialRequest, Spoken
 from yobidashi_dialer.telephony import CallInfo, CallRequest, Telephony, TelephonyError
 from yobidashi_dialer.voice import PHRASES, Voices, call_twiml
 
@@ -43,6 +48,7 @@ class DialWorker:
         budget: Budget,
         calls: KvStore[CallRecord],
         engine: Engine,
+        hourly_cap: Callable[[str], int],
     ) -> None:
         self.settings = settings
         self.bus = bus
@@ -50,7 +56,10 @@ class DialWorker:
         self.budget = budget
         self.calls = calls
         self.engine = engine
+        self.hourly_cap = hourly_cap
+        self.bundles = KvStore(bus, BUNDLES.name, BundleState)
         self.voices = Voices(settings.twilio_voice_ja, settings.twilio_voice_en)
+        self.live_ttl = settings.twilio_ring_timeout + settings.twilio_time_limit + 60
 
     def urls(self, call_id: str) -> tuple[str, str, str]:
         base = f"{self.settings.public_base_url}/twilio/voice"
@@ -60,19 +69,104 @@ class DialWorker:
             f"{base}/amd?call={call_id}",
         )
 
+    # -- one request ----------------------------------------------------------------------------
+
     async def handle(self, delivery: Delivery[DialRequest]) -> None:
         request = delivery.event
         bind_trace(delivery.traceparent, call_id=request.call_id)
-        incidents = await self._wanted(request)
-        if not incidents:
+        me = Waiting(call_id=request.call_id, target=request.targets[0])
+        if await self._wanted(me) is None:
             log.info("dial.dropped", reason="no longer wanted")
             return
-        record = await self._claim(request, incidents)
+        bundle_key = kv_key(request.contact.id, request.bundle or "default")
+        decision = await self._arbitrate(bundle_key, me, request)
+        if decision.action == "wait":
+            raise RetryLater(decision.reason, delay=max(decision.until - time.time(), 0.05))
+        if decision.action == "taken" and decision.call_id != request.call_id:
+            await self._join(decision.call_id or "", me)
+            return
+        group = decision.requests or await self._group(bundle_key, request.call_id, me)
+        wanted = [(w, i) for w in group if (i := await self._wanted(w)) is not None]
+        if not wanted:
+            await self.bundles.mutate(bundle_key, lambda s: call_over(s, request.call_id))
+            log.info("dial.dropped", reason="every problem of the call was taken care of")
+            return
+        await self._call(delivery, bundle_key, wanted)
+
+    async def _arbitrate(self, key: str, me: Waiting, request: DialRequest) -> Decision:
+        decision: Decision | None = None
+
+        def change(state: BundleState | None) -> BundleState:
+            nonlocal decision
+            new, decision = arbitrate(
+                state,
+                me,
+                now=time.time(),
+                window=request.bundle_window,
+                cap=self.hourly_cap(request.contact.id),
+                redial=request.redial,
+                live_ttl=self.live_ttl,
+            )
+            return new
+
+        before = await self.bundles.get(key)
+        await self.bundles.mutate(key, change)
+        assert decision is not None
+        if decision.action == "wait" and (
+            before is None or all(w.call_id != me.call_id for w in before[0].pending)
+        ):
+            metrics.HELD.labels(decision.reason).inc()
+            log.info("dial.held", reason=decision.reason, until=round(decision.until, 1))
+        return decision
+
+    async def _group(self, key: str, call_id: str, me: Waiting) -> tuple[Waiting, ...]:
+        """What a call that we lead covers (after a redelivery of our own request)."""
+        found = await self.bundles.get(key)
+        group = found[0].groups.get(call_id) if found else None
+        return tuple(group) if group else (me,)
+
+    async def _wanted(self, request: Waiting) -> Incident | None:
+        """The incident, if its page still waits for exactly this call request."""
+        target = request.target
+        incident = await self.engine.load(target.problem_key)
+        page = incident.page(target.page_id) if incident else None
+        if (
+            incident is not None
+            and incident.open
+            and page is not None
+            and page.attempt == target.attempt
+            and page.call_id == request.call_id
+            and page.status is PageStatus.DIALLING
+        ):
+            return incident
+        return None
+
+    async def _join(self, call_id: str, me: Waiting) -> None:
+        """Our page rides a call another request placed (a bundle)."""
+        found = await self.calls.get(call_id)
+        record = found[0] if found else None
+        if record is None or record.state == "placing":
+            raise RetryLater("the bundled call is being placed", delay=1.0)
+        if record.state == "failed" or not record.call_sid:
+            await self._tell_not_placed([me.target], call_id, record.failure or "failed")
+            return
+        await self._tell_placed([me.target], call_id, record.call_sid, len(record.targets) > 1)
+
+    # -- the call -------------------------------------------------------------------------------
+
+    async def _call(
+        self,
+        delivery: Delivery[DialRequest],
+        bundle_key: str,
+        wanted: list[tuple[Waiting, Incident]],
+    ) -> None:
+        request = delivery.event
+        record = await self._claim(request, bundle_key, wanted)
         if record is None:
             return
         granted = await self.budget.acquire(
             request.call_id,
-            still_wanted=lambda: self._still_wanted(request),
+            still_wanted=lambda: self._any_wanted(record),
             keep_alive=delivery.msg.in_progress,
         )
         if granted is None:
@@ -88,50 +182,44 @@ class DialWorker:
             return
         await self._placed(record, info, request.requested_at)
 
-    async def _wanted(self, request: DialRequest) -> list[Incident]:
-        wanted = []
-        for target in request.targets:
+    async def _any_wanted(self, record: CallRecord) -> bool:
+        for target in record.targets:
             incident = await self.engine.load(target.problem_key)
-            page = incident.page(target.page_id) if incident else None
-            if (
-                incident is not None
-                and incident.open
-                and page is not None
-                and page.call_id == request.call_id
-                and page.status is PageStatus.DIALLING
-            ):
-                wanted.append(incident)
-        return wanted
+            if incident is not None and incident.open:
+                return True
+        return False
 
-    async def _still_wanted(self, request: DialRequest) -> bool:
-        return bool(await self._wanted(request))
-
-    async def _claim(self, request: DialRequest, incidents: list[Incident]) -> CallRecord | None:
+    async def _claim(
+        self, request: DialRequest, bundle_key: str, wanted: list[tuple[Waiting, Incident]]
+    ) -> CallRecord | None:
         """Create the dial marker, or decide what an existing one means. None: nothing to do."""
         existing = await self.calls.get(request.call_id)
         if existing is None:
             record = CallRecord(
                 call_id=request.call_id,
-                targets=request.targets,
-                problems=[i.problem for i in incidents],
+                targets=[w.target for w, _ in wanted],
+                problems=[i.problem for _, i in wanted],
                 contact=request.contact,
                 from_number=self.settings.caller_id_for(request.contact.number),
                 spoken=[
                     Spoken(severity=i.severity, host=i.host, title=i.title, started_at=i.started_at)
-                    for i in incidents
+                    for _, i in wanted
                 ],
                 state="placing",
                 placing_since=_now(),
+                bundle_key=bundle_key,
             )
             if await self.calls.create(request.call_id, record) is None:
                 raise RetryLater("another worker is placing this call", delay=1.0)
             return record
         record, revision = existing
         if record.state == "placed" and record.call_sid:
-            await self._tell_placed(record, record.call_sid)
+            await self._tell_placed(
+                record.targets, record.call_id, record.call_sid, len(record.targets) > 1
+            )
             return None
         if record.state == "failed":
-            await self._tell_not_placed(record, record.failure or "failed")
+            await self._tell_not_placed(record.targets, record.call_id, record.failure or "failed")
             return None
         age = (_now() - record.placing_since).total_seconds()
         if age < self.settings.dial_recovery_after:
@@ -192,38 +280,48 @@ class DialWorker:
         await self.calls.put(record.call_id, placed)
         metrics.CALLS_PLACED.inc()
         metrics.DIAL_LATENCY.observe((_now() - requested_at).total_seconds())
-        log.info("dial.placed", call_sid=info.sid, to=record.contact.ref().masked_number)
-        await self._tell_placed(placed, info.sid)
+        if len(record.targets) > 1:
+            metrics.BUNDLED_CALLS.inc()
+            metrics.BUNDLED_PROBLEMS.inc(len(record.targets))
+        log.info(
+            "dial.placed",
+            call_sid=info.sid,
+            to=record.contact.ref().masked_number,
+            problems=len(record.targets),
+        )
+        await self._tell_placed(placed.targets, placed.call_id, info.sid, len(record.targets) > 1)
 
-    async def _tell_placed(self, record: CallRecord, sid: str) -> None:
-        for target in record.targets:
+    async def _tell_placed(
+        self, targets: list[CallTarget], call_id: str, sid: str, shared: bool
+    ) -> None:
+        for target in targets:
             await self.engine.apply(
                 target.problem_key,
                 CallPlaced(
-                    call_id=record.call_id,
+                    call_id=call_id,
                     page_id=target.page_id,
                     attempt=target.attempt,
                     call_sid=sid,
                     at=_now(),
+                    shared=shared,
                 ),
             )
 
-    async def _tell_not_placed(self, record: CallRecord, reason: str) -> None:
-        for target in record.targets:
+    async def _tell_not_placed(self, targets: list[CallTarget], call_id: str, reason: str) -> None:
+        for target in targets:
             await self.engine.apply(
                 target.problem_key,
                 CallNotPlaced(
-                    call_id=record.call_id,
-                    page_id=target.page_id,
-                    attempt=target.attempt,
-                    reason=reason,
+                    call_id=call_id, page_id=target.page_id, attempt=target.attempt, reason=reason
                 ),
             )
 
     async def _give_up(self, record: CallRecord, reason: str) -> None:
         failed = record.model_copy(update={"state": "failed", "failure": reason})
         await self.calls.put(record.call_id, failed)
-        await self._tell_not_placed(failed, reason)
+        if record.bundle_key:
+            await self.bundles.mutate(record.bundle_key, lambda s: call_over(s, record.call_id))
+        await self._tell_not_placed(failed.targets, failed.call_id, reason)
 
     async def _failed(self, record: CallRecord, exc: TelephonyError) -> None:
         reason = f"Twilio refused the call: {exc}"
@@ -242,3 +340,9 @@ class DialWorker:
             msg_id=f"failed.{record.call_id}",
         )
         await self._give_up(record, reason)
+
+    async def call_ended(self, call_id: str) -> None:
+        """The call reached its final status: its person is off the phone."""
+        found = await self.calls.get(call_id)
+        if found and found[0].bundle_key:
+            await self.bundles.mutate(found[0].bundle_key, lambda s: call_over(s, call_id))

@@ -53,3 +53,36 @@ CONCURRENT_CALLS = Gauge(
     "yobidashi_dialer_concurrent_calls",
     "Live calls counted against the account-wide concurrency cap (all replicas).",
 )
+
+CONFIG_RELOADS = Counter(
+    "yobidashi_dialer_config_reloads_total",
+    "On-call config loads after start, by result (ok, invalid).",
+    ["result"],
+)
+
+# -- escalation ------------------------------------------------------------------------------
+
+STEPS = Counter("yobidashi_escalation_steps_total", "Escalation policy steps started.")
+EXHAUSTED = Counter(
+    "yobidashi_escalation_policies_exhausted_total", "Escalation policies that ran out."
+)
+TIME_TO_ACKNOWLEDGE = Histogram(
+    "yobidashi_escalation_time_to_acknowledge_seconds",
+    "From the problem's start in Zabbix to a keypress that acknowledged it.",
+    buckets=(10, 30, 60, 120, 180, 300, 600, 900, 1800, 3600, 7200),
+)
+BUNDLED_CALLS = Counter(
+    "yobidashi_escalation_bundled_calls_total", "Calls that announced more than one problem."
+)
+BUNDLED_PROBLEMS = Counter(
+    "yobidashi_escalation_bundled_problems_total", "Problems announced in bundled calls."
+)
+SUPPRESSED = Counter(
+    "yobidashi_escalation_suppressed_duplicates_total",
+    "Zabbix notifications for a problem whose escalation policy already runs.",
+)
+HELD = Counter(
+    "yobidashi_escalation_calls_held_total",
+    "Calls held back for a while, by reason (bundle_window, hourly_cap, on_the_phone).",
+    ["reason"],
+)

@@ -6,6 +6,8 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from yobidashi_common.bus import Bus, RetryLater
+from yobidashi_common.events import EscalationExhausted
+from yobidashi_common.subjects import escalations_subject
 from yobidashi_common.telemetry import get_logger
 from yobidashi_dialer.core.model import (
     CallProgress,
@@ -16,6 +18,7 @@ from yobidashi_dialer.core.model import (
     Incident,
     LeaveVoicemail,
     PlaceCall,
+    ReportExhausted,
     StartTimer,
 )
 from yobidashi_dialer.settings import DialerSettings
@@ -69,6 +72,9 @@ class Runner:
                     ],
                     contact=command.contact,
                     requested_at=command.requested_at,
+                    bundle=command.bundle,
+                    bundle_window=command.bundle_window,
+                    redial=command.redial,
                 )
                 await self.bus.publish(DIALS_SUBJECT, request, msg_id=f"dial.{command.call_id}")
             case StartTimer():
@@ -92,6 +98,19 @@ class Runner:
                     announcement, phrases=PHRASES[command.language], voices=self.voices
                 )
                 await self.telephony.play(command.call_sid, twiml)
+            case ReportExhausted():
+                await self.bus.publish(
+                    escalations_subject("exhausted"),
+                    EscalationExhausted(
+                        problem=incident.problem,
+                        route=command.route,
+                        policy=command.policy,
+                        rounds=command.rounds,
+                        at=datetime.now(UTC),
+                    ),
+                    msg_id=f"exhausted.{incident.key}",
+                )
+                log.error("escalation.exhausted", route=command.route, policy=command.policy)
             case CheckCall():
                 page = incident.page(command.page_id)
                 if page is None or page.call_id is None:

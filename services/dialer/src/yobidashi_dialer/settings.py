@@ -66,6 +66,28 @@ class DialerSettings(ServiceSettings):
         60.0, description="After the ring timeout, ask Twilio about a call with no final status."
     )
     dial_workers: int = Field(16, ge=1, le=256, description="Calls this replica works on at once.")
+    dial_bundle_window: Seconds = Field(
+        30.0,
+        description="Problems for one person within this window become one call (the first "
+        "one is never delayed). 0 turns bundling off. Routes can set their own.",
+    )
+    dial_max_calls_per_hour: int = Field(
+        20,
+        ge=0,
+        description="Calls to one person per hour at most, so carriers do not flag the caller "
+        "ID as spam; later problems wait and are bundled. 0: no cap.",
+    )
+
+    yobidashi_config: str | None = Field(
+        None,
+        description="The on-call YAML (contacts, schedules, policies, routes). Without it, "
+        "every alert is Zabbix-driven: the number in {ALERT.SENDTO} is rung.",
+    )
+    config_reload_interval: Seconds = Field(
+        5.0,
+        description="How often to look for changes to YOBIDASHI_CONFIG (it also reloads on "
+        "SIGHUP). 0: only on SIGHUP.",
+    )
 
     key_acknowledge: str = Field("1", description="Key that acknowledges.")
     key_pass: str = Field("2", description="Key that passes to the next person.")

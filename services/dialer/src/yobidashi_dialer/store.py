@@ -5,6 +5,7 @@
 ``yobidashi_calls``      KV: call id → `CallRecord` (problem, contact, Twilio SID); also the
                          dial marker that keeps a call from being placed twice
 ``yobidashi_limits``     KV: the CPS clock and live-call set shared by all replicas
+``yobidashi_bundles``    KV: per person and bundle group: the last call, calls waiting
 ``YOBIDASHI_DIALER``     work-queue stream: ``…dials`` (calls to place), ``…timers``
 =======================  ===============================================================
 """
@@ -31,6 +32,9 @@ TIMERS_SUBJECT = f"{PREFIX}.dialer.v1.timers"
 INCIDENTS = BucketSpec("yobidashi_incidents", "Escalation state per problem.", ttl=14 * 86400)
 CALLS = BucketSpec("yobidashi_calls", "Call id → problem, contact and Twilio SID.", ttl=3 * 86400)
 LIMITS = BucketSpec("yobidashi_limits", "Calls-per-second clock and live calls, all replicas.")
+BUNDLES = BucketSpec(
+    "yobidashi_bundles", "Per person and bundle group: last call, waiting calls.", ttl=2 * 86400
+)
 
 
 def dialer_stream(settings: NatsSettings) -> StreamSpec:
@@ -79,6 +83,9 @@ class DialRequest(_Model):
     targets: list[CallTarget]
     contact: Contact
     requested_at: AwareDatetime
+    bundle: str = ""
+    bundle_window: float = 0.0
+    redial: bool = False
 
 
 class CallRecord(_Model):
@@ -90,6 +97,7 @@ class CallRecord(_Model):
     spoken: list[Spoken]
     state: Literal["placing", "placed", "failed"]
     placing_since: AwareDatetime
+    bundle_key: str | None = None
     call_sid: str | None = None
     failure: str | None = None
 

@@ -111,4 +111,8 @@ DEFAULT_OBSERVERS: dict[str, Callable[[str, float], None]] = {
     "time_to_answer": lambda _l, value: metrics.ANSWER_SECONDS.observe(value),
     "dial_error": lambda label, _v: metrics.DIAL_ERRORS.labels(label).inc(),
     "keypress": lambda label, _v: metrics.KEYPRESSES.labels(label).inc(),
+    "step": lambda _l, _v: metrics.STEPS.inc(),
+    "policy_exhausted": lambda _l, _v: metrics.EXHAUSTED.inc(),
+    "time_to_acknowledge": lambda _l, value: metrics.TIME_TO_ACKNOWLEDGE.observe(value),
+    "suppressed_duplicate": lambda _l, _v: metrics.SUPPRESSED.inc(),
 }

@@ -8,6 +8,7 @@ one twice does nothing.
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Literal
@@ -24,6 +25,7 @@ from yobidashi_common.events import (
     Tag,
 )
 from yobidashi_common.phone import mask
+from yobidashi_dialer.oncall.config import Policy
 
 Language = Literal["ja", "en"]
 
@@ -37,9 +39,15 @@ class Contact(_Model):
 
     id: str
     name: str | None = None
-    number: str  # E.164
+    number: str  # E.164: the one to ring now
+    numbers: list[str] = Field(default_factory=list)  # all of them; redials take turns
     language: Language = "ja"
     timezone: str = "Asia/Tokyo"
+
+    def for_attempt(self, attempt: int) -> Contact:
+        if not self.numbers:
+            return self
+        return self.model_copy(update={"number": self.numbers[(attempt - 1) % len(self.numbers)]})
 
     def ref(self) -> ContactRef:
         return ContactRef(
@@ -52,6 +60,7 @@ class Contact(_Model):
 
 
 class PageStatus(StrEnum):
+    QUEUED = "queued"  # waits its turn in a sequential step
     DIALLING = "dialling"  # a call is requested or being placed
     WAITING = "waiting"  # between attempts (no answer or busy), a redial is scheduled
     RINGING = "ringing"  # the call exists at Twilio and nobody has answered yet
@@ -66,6 +75,16 @@ class PageStatus(StrEnum):
 ACTIVE = frozenset(
     {PageStatus.DIALLING, PageStatus.WAITING, PageStatus.RINGING, PageStatus.ANSWERED}
 )
+STOPPABLE = ACTIVE | {PageStatus.QUEUED}
+FINAL = frozenset(
+    {
+        PageStatus.ACKNOWLEDGED,
+        PageStatus.PASSED,
+        PageStatus.REACHED,
+        PageStatus.UNREACHED,
+        PageStatus.CANCELLED,
+    }
+)
 ON_THE_PHONE = frozenset({PageStatus.RINGING, PageStatus.ANSWERED})
 
 
@@ -74,6 +93,7 @@ class Page(_Model):
 
     id: str
     step: int
+    round: int = 0
     contact: Contact
     attempt: int = 1
     max_attempts: int
@@ -81,6 +101,7 @@ class Page(_Model):
     call_id: str | None = None
     call_sid: str | None = None
     machine: bool = False
+    shared: bool = False  # the current call also announces other problems (a bundle)
     call_ended: bool = False  # the current call reported its final status
     requested_at: AwareDatetime
     placed_at: AwareDatetime | None = None
@@ -117,6 +138,9 @@ class PlaceCall(_Model):
     attempt: int
     contact: Contact
     requested_at: AwareDatetime
+    bundle: str = Field(description="Calls to one person in one bundle group may be bundled.")
+    bundle_window: float = 0.0
+    redial: bool = False  # a redial of the same page is never held back by the window
 
 
 class EndCall(_Model):
@@ -150,9 +174,37 @@ class CheckCall(_Model):
     attempt: int
 
 
+class ReportExhausted(_Model):
+    kind: Literal["exhausted"] = "exhausted"
+    id: str
+    route: str
+    policy: str
+    rounds: int
+
+
 Command = Annotated[
-    PlaceCall | EndCall | LeaveVoicemail | StartTimer | CheckCall, Field(discriminator="kind")
+    PlaceCall | EndCall | LeaveVoicemail | StartTimer | CheckCall | ReportExhausted,
+    Field(discriminator="kind"),
 ]
+
+
+class Escalation(_Model):
+    """Where a policy-driven incident stands. The policy is a copy taken when it started, so a
+    config reload never changes the steps of an escalation already running."""
+
+    route: str
+    policy: Policy
+    bundle_window: float = 0.0
+    round: int = 0
+    step: int = 0
+    step_started_at: AwareDatetime
+    step_due: AwareDatetime
+    step_waited: bool = False  # the step's wait is over
+    exhausted: bool = False
+
+    def step_token(self, incident_key: str) -> str:
+        digest = hashlib.sha256(incident_key.encode()).hexdigest()[:12]
+        return f"{digest}-r{self.round}-s{self.step}"
 
 
 # -- the incident -----------------------------------------------------------------------------
@@ -177,6 +229,7 @@ class Incident(_Model):
     acked_at: AwareDatetime | None = None
     resolved_at: AwareDatetime | None = None
     pages: list[Page] = Field(default_factory=list)
+    escalation: Escalation | None = None
     timeline: list[TimelineEntry] = Field(default_factory=list)
     applied: list[str] = Field(default_factory=list)
     outbox: list[Command] = Field(default_factory=list)
@@ -186,6 +239,11 @@ class Incident(_Model):
     @property
     def open(self) -> bool:
         return self.status is IncidentStatus.OPEN
+
+    @property
+    def takes_acks(self) -> bool:
+        """Exhausted is not done: someone may still call back or press 1 on the fallback."""
+        return self.status in (IncidentStatus.OPEN, IncidentStatus.EXHAUSTED)
 
     def page(self, page_id: str) -> Page | None:
         return next((p for p in self.pages if p.id == page_id), None)
@@ -233,6 +291,7 @@ class CallPlaced(_Model):
     attempt: int
     call_sid: str
     at: AwareDatetime
+    shared: bool = False
 
     @property
     def id(self) -> str:
