@@ -320,6 +320,15 @@ def test_time_to_acknowledge_is_observed_from_the_problem_start() -> None:
     assert ("time_to_acknowledge", "", 90.0) in run.last.observations
 
 
+def test_the_state_survives_a_round_trip_through_json() -> None:
+    run = Run()
+    run(AlertArrived(alert=alert()))
+    stored = Incident.model_validate_json(run.inc.model_dump_json())
+    assert stored == run.inc
+    assert stored.escalation is not None
+    assert stored.escalation.policy.steps[0].wait == timedelta(minutes=2)
+
+
 def test_no_route_falls_back_to_zabbix_driven_mode() -> None:
     run = Run()
     run.rules = Rules(oncall=load_text(CONFIG.split("routes:")[0]))

@@ -32,6 +32,8 @@ Id = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]+$", min_length=1, max_lengt
 def _duration(value: Any) -> Any:
     if isinstance(value, timedelta):
         return value
+    if isinstance(value, str) and value.strip().upper().startswith("P"):
+        return value  # ISO 8601 (PT4S): how the state stored in KV writes it back
     seconds = parse_duration(value)
     return timedelta(seconds=seconds) if isinstance(seconds, int | float) else seconds
 
