@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from yobidashi_dialer.bundling import BundleState, Decision, Waiting, arbitrate, call_over
+from yobidashi_dialer.bundling import (
+    BundleState,
+    Decision,
+    Waiting,
+    arbitrate,
+    call_over,
+    call_placed,
+)
 from yobidashi_dialer.store import CallTarget
 
 
@@ -57,6 +64,14 @@ def test_one_call_per_window() -> None:
                         calls.append(t)
                         state = call_over(state, d2.call_id or "") or state
     assert all(b - a >= 30 for a, b in zip([0, *calls], calls, strict=False))
+
+
+def test_the_window_counts_from_when_the_call_was_really_placed() -> None:
+    state, _ = run(None, 1, now=100)
+    state = call_placed(state, "req1", 103.5) or state  # the create waited for the CPS budget
+    state = call_over(state, "req1") or state
+    _, decision = run(state, 2, now=131)
+    assert decision == Decision("wait", until=133.5, reason="bundle_window")
 
 
 def test_nobody_is_called_while_on_the_phone_with_us() -> None:

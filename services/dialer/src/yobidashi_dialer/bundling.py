@@ -101,6 +101,14 @@ def arbitrate(
     return state, Decision("call", requests=requests, call_id=me.call_id)
 
 
+def call_placed(state: BundleState | None, call_id: str, at: float) -> BundleState | None:
+    """Count the window from when the call was really placed, not from the decision to place
+    it: waiting for the CPS budget must not shorten the gap the person gets."""
+    if state is None or state.live_call_id != call_id or (state.last_call_at or 0) >= at:
+        return None
+    return state.model_copy(update={"last_call_at": at})
+
+
 def call_over(state: BundleState | None, call_id: str) -> BundleState | None:
     """The call reached its final status: they are off the phone. None: nothing to change."""
     if state is None or state.live_call_id != call_id:

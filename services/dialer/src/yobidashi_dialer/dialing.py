@@ -21,7 +21,14 @@ from yobidashi_common.events import CallFailed
 from yobidashi_common.subjects import calls_subject
 from yobidashi_common.telemetry import bind_trace, get_logger
 from yobidashi_dialer import metrics
-from yobidashi_dialer.bundling import BundleState, Decision, Waiting, arbitrate, call_over
+from yobidashi_dialer.bundling import (
+    BundleState,
+    Decision,
+    Waiting,
+    arbitrate,
+    call_over,
+    call_placed,
+)
 from yobidashi_dialer.core.engine import Engine
 from yobidashi_dialer.core.model import CallNotPlaced, CallPlaced, Incident, PageStatus
 from yobidashi_dialer.limits import Budget
@@ -278,6 +285,11 @@ class DialWorker:
     async def _placed(self, record: CallRecord, info: CallInfo, requested_at: datetime) -> None:
         placed = record.model_copy(update={"state": "placed", "call_sid": info.sid})
         await self.calls.put(record.call_id, placed)
+        if record.bundle_key:
+            at = time.time()
+            await self.bundles.mutate(
+                record.bundle_key, lambda s: call_placed(s, record.call_id, at)
+            )
         metrics.CALLS_PLACED.inc()
         metrics.DIAL_LATENCY.observe((_now() - requested_at).total_seconds())
         if len(record.targets) > 1:

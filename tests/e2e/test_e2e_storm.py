@@ -1,0 +1,140 @@
+"""An alert storm through the real Zabbix: 200 problems in 10 s, routed to one schedule.
+
+The on-call engineer gets one call per bundle window (the first one at once), and pressing 1
+acknowledges every problem the call announced, in Zabbix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from yobidashi_testing import zabbix_scenario as zs
+from yobidashi_testing.e2e import E2E, e2e_stack
+from yobidashi_testing.zabbix_dev import DevInstance
+from yobidashi_testing.zabbix_sender import send_values
+
+pytestmark = [pytest.mark.e2e, pytest.mark.zabbix, pytest.mark.integration]
+
+ONCALL = "+819077770001"
+PROBLEMS = 200
+WINDOW = 8.0
+CONFIG = f"""\
+contacts:
+  - {{id: storm, name: 嵐, phones: ["{ONCALL}"]}}
+schedules:
+  - id: primary
+    timezone: Asia/Tokyo
+    layers:
+      - rotation: {{type: weekly, start: 2026-01-05T09:00, members: [storm]}}
+policies:
+  - id: page-primary
+    steps:
+      - targets: [{{schedule: primary}}]
+        wait: 10m
+routes:
+  - id: everything
+    policy: page-primary
+    bundle_window: {WINDOW:g}s
+"""
+
+
+def add_storm_triggers(e2e: E2E) -> list[str]:
+    """200 trapper items, each with its own trigger, on the scenario's host (bulk calls)."""
+    rpc, hostid = e2e.rpc, e2e.scenario.hostid
+    keys = [f"storm.value[{n}]" for n in range(PROBLEMS)]
+    existing = rpc.call("item.get", {"hostids": [hostid], "search": {"key_": "storm.value"},
+                                     "output": ["key_"]})  # fmt: skip
+    missing = sorted(set(keys) - {i["key_"] for i in existing})
+    if missing:
+        items = [
+            {"hostid": hostid, "name": k, "key_": k, "type": 2, "value_type": 0} for k in missing
+        ]
+        rpc.call("item.create", items)
+        triggers = [
+            {"description": f"storm {k}", "expression": f"last(/{e2e.host}/{k})>5", "priority": 4,
+             "manual_close": 1}
+            for k in missing
+        ]  # fmt: skip
+        rpc.call("trigger.create", triggers)
+    zs.wait_for_config_sync(
+        e2e.host, keys[-1], server_port=e2e.zabbix.server_port, changed_at=time.time()
+    )
+    return keys
+
+
+def send(e2e: E2E, keys: list[str], value: float) -> None:
+    send_values([(e2e.host, key, value) for key in keys], port=e2e.zabbix.server_port)
+
+
+def storm_events(e2e: E2E, since: int) -> list[dict[str, Any]]:
+    return e2e.rpc.call(  # type: ignore[no-any-return]
+        "event.get",
+        {
+            "hostids": [e2e.scenario.hostid],
+            "eventid_from": since + 1,
+            "value": 1,
+            "source": 0,
+            "object": 0,
+            "search": {"name": "storm"},
+            "output": ["eventid", "acknowledged", "name"],
+        },
+    )
+
+
+async def test_200_problems_in_10s_one_call_per_window_and_1_acknowledges_all(
+    zabbix_dev: DevInstance, tmp_path: Path
+) -> None:
+    config = tmp_path / "oncall.yaml"
+    config.write_text(CONFIG)
+    press_1 = {"answer": "human", "answer_after": 1, "digits": [{"after": 0.5, "keys": "1"}]}
+    async with e2e_stack(
+        zabbix_dev,
+        tmp_path,
+        prefix="e2e-storm",
+        phones=[ONCALL],
+        dialer_env={"YOBIDASHI_CONFIG": str(config), "TWILIO_CPS": "5"},
+    ) as e2e:
+        await e2e.sim.scenario(ONCALL, press_1)
+        keys = await asyncio.to_thread(add_storm_triggers, e2e)
+        await asyncio.to_thread(send, e2e, keys, 0)
+        since = max((int(e["eventid"]) for e in storm_events(e2e, 0)), default=0)
+        # 200 problems over 10 seconds, 20 a second
+        for start in range(0, PROBLEMS, 20):  # (itertools.batched is 3.12+)
+            await asyncio.to_thread(send, e2e, keys[start : start + 20], 10)
+            await asyncio.sleep(1)
+
+        async def all_acknowledged() -> list[dict[str, Any]] | None:
+            events = await asyncio.to_thread(storm_events, e2e, since)
+            done = [e for e in events if e["acknowledged"] == "1"]
+            return events if len(events) == PROBLEMS and len(done) == PROBLEMS else None
+
+        try:
+            events = await asyncio.wait_for(_poll(all_acknowledged), 240)
+        finally:
+            await asyncio.to_thread(send, e2e, keys, 0)
+        calls = sorted(await e2e.sim.calls(ONCALL), key=lambda c: c["times"]["created"])
+        created = [c["times"]["created"] for c in calls]
+        print(f"{PROBLEMS} problems, {len(calls)} calls at +"
+              + ", +".join(f"{t - created[0]:.1f}s" for t in created))  # fmt: skip
+        assert len(events) == PROBLEMS
+        # one call per window: never two calls to this person closer than the window
+        assert all(b - a >= WINDOW - 0.05 for a, b in itertools.pairwise(created))
+        assert len(calls) <= 1 + 30 / WINDOW, "a handful of calls, not 200"
+        bundle = await e2e.sim.call(calls[1]["sid"])
+        announced = " ".join(s.get("text") or "" for s in bundle["spoken"])
+        assert "新しい障害が" in announced  # the bundle's opening
+        assert "すべての確認を受け付けました" in announced
+        acks = await asyncio.to_thread(zs.acknowledges, e2e.rpc, events[-1]["eventid"])
+        assert [a["username"] for a in acks] == [zs.ACKER_USERNAME]
+
+
+async def _poll(check: Any) -> Any:
+    while not (result := await check()):
+        await asyncio.sleep(1)
+    return result
