@@ -1,0 +1,178 @@
+"""``yobidashi``: the operator's command.
+
+yobidashi config check FILE          validate the on-call YAML (exit 1 if it has problems)
+yobidashi oncall now [--at T]        who is on call per schedule (asks the dialer, or reads
+                                     --config FILE directly)
+yobidashi send-test-alert            post a realistic Zabbix problem to ingest
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from yobidashi_dialer.oncall import ConfigError, load
+from yobidashi_dialer.views import oncall_view
+
+
+def _print(text: str) -> None:
+    sys.stdout.write(text + "\n")
+
+
+def config_check(args: argparse.Namespace) -> int:
+    try:
+        config = load(args.file)
+    except ConfigError as exc:
+        _print(exc.report())
+        return 1
+    _print(
+        f"{args.file}: ok — {len(config.contacts)} contacts, {len(config.schedules)} schedules, "
+        f"{len(config.policies)} policies, {len(config.routes)} routes"
+    )
+    return 0
+
+
+def _when(text: str | None) -> datetime:
+    if not text:
+        return datetime.now(UTC)
+    when = datetime.fromisoformat(text)
+    return when if when.tzinfo else when.astimezone()  # a bare time is local time
+
+
+def oncall_now(args: argparse.Namespace) -> int:
+    at = _when(args.at)
+    if args.config:
+        try:
+            view = oncall_view(load(args.config), at)
+        except ConfigError as exc:
+            _print(exc.report())
+            return 1
+    else:
+        try:
+            response = httpx.get(
+                f"{args.dialer.rstrip('/')}/v1/oncall", params={"at": at.isoformat()}, timeout=10
+            )
+            response.raise_for_status()
+        except httpx.HTTPError as exc:
+            _print(f"cannot ask the dialer at {args.dialer}: {exc}")
+            return 1
+        view = response.json()
+    if args.json:
+        _print(json.dumps(view, ensure_ascii=False, indent=2))
+        return 0
+    _print(f"on call at {view['at']}:")
+    for schedule in view["schedules"]:
+        person = schedule["on_call"]
+        who = f"{person['name']} ({person['phone']})" if person else "nobody"
+        until = f" until {schedule['until']}" if schedule["until"] else ""
+        _print(f"  {schedule['name']:<20} {who}{until}")
+    return 0
+
+
+def test_alert(event_id: int, sendto: str, severity: int, host: str, name: str) -> dict[str, Any]:
+    """A problem notification exactly as our media type posts it from Zabbix 6.0."""
+    now = datetime.now(UTC)
+    names = ["Not classified", "Information", "Warning", "Average", "High", "Disaster"]
+    return {
+        "event_source": "0",
+        "event_id": str(event_id),
+        "event_value": "1",
+        "event_update_status": "0",
+        "event_status": "PROBLEM",
+        "event_name": name,
+        "event_date": now.strftime("%Y.%m.%d"),
+        "event_time": now.strftime("%H:%M:%S"),
+        "event_severity": names[severity],
+        "event_nseverity": str(severity),
+        "event_ack_status": "No",
+        "event_opdata": None,
+        "event_tags": [{"tag": "source", "value": "yobidashi send-test-alert"}],
+        "trigger_id": "0",
+        "trigger_name": name,
+        "host": host,
+        "host_name": host,
+        "host_groups": "Yobidashi test",
+        "recovery_event_id": None,
+        "update_action": None,
+        "update_message": None,
+        "update_user": None,
+        "sendto": sendto,
+        "subject": f"Problem: {name}",
+        "message": f"Problem started at {now:%H:%M:%S} on {now:%Y.%m.%d}\nHost: {host}",
+        "esc_history": f"Problem started: {now:%Y.%m.%d %H:%M:%S} Age: 0m",
+        "media_type_version": "1",
+    }
+
+
+def send_test_alert(args: argparse.Namespace) -> int:
+    if not args.token:
+        _print("give --token or set INGEST_TOKEN")
+        return 1
+    event_id = args.event_id or 900_000_000 + secrets.randbelow(99_999_999)
+    body = test_alert(event_id, args.sendto, args.severity, args.host, args.name)
+    try:
+        response = httpx.post(
+            f"{args.ingest.rstrip('/')}/v1/zabbix",
+            json=body,
+            headers={"Authorization": f"Bearer {args.token}"},
+            timeout=10,
+        )
+    except httpx.HTTPError as exc:
+        _print(f"cannot reach ingest at {args.ingest}: {exc}")
+        return 1
+    _print(f"ingest answered {response.status_code}: {response.text}")
+    return 0 if response.status_code == 202 else 1
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="yobidashi", description="Yobidashi's operator command.")
+    commands = root.add_subparsers(dest="command", required=True)
+
+    config = commands.add_parser("config", help="the on-call config").add_subparsers(
+        dest="config_command", required=True
+    )
+    check = config.add_parser("check", help="validate an on-call YAML file")
+    check.add_argument("file")
+    check.set_defaults(run=config_check)
+
+    oncall = commands.add_parser("oncall", help="who is on call").add_subparsers(
+        dest="oncall_command", required=True
+    )
+    now = oncall.add_parser("now", help="who is on call per schedule")
+    now.add_argument("--at", help="ISO 8601 time (default: now)")
+    now.add_argument("--config", help="read this YAML instead of asking the dialer")
+    now.add_argument(
+        "--dialer", default=os.environ.get("YOBIDASHI_DIALER_URL", "http://127.0.0.1:8001")
+    )
+    now.add_argument("--json", action="store_true")
+    now.set_defaults(run=oncall_now)
+
+    alert = commands.add_parser("send-test-alert", help="post a test problem to ingest")
+    alert.add_argument(
+        "--ingest", default=os.environ.get("YOBIDASHI_INGEST_URL", "http://127.0.0.1:8000")
+    )
+    alert.add_argument("--token", default=os.environ.get("INGEST_TOKEN"))
+    alert.add_argument("--sendto", default="090-1234-5678", help="the number to ring")
+    alert.add_argument("--severity", type=int, choices=range(6), default=4)
+    alert.add_argument("--host", default="web01")
+    alert.add_argument("--name", default="HTTP サービスが応答しません")
+    alert.add_argument("--event-id", type=int)
+    alert.set_defaults(run=send_test_alert)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    code: int = args.run(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
