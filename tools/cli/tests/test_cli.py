@@ -87,3 +87,9 @@ def test_unreachable_services_are_explained(args: list[str]) -> None:
     result = yobidashi(*args)
     assert result.returncode == 1
     assert "cannot" in result.stdout
+
+
+def test_the_example_config_in_deploy_is_valid() -> None:
+    example = Path(__file__).resolve().parents[3] / "deploy" / "oncall" / "oncall.example.yaml"
+    result = yobidashi("config", "check", str(example))
+    assert result.returncode == 0, result.stdout
