@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -162,3 +164,34 @@ async def test_send_test_alert_rings_the_phone_through_ingest(
             [call] = await sim.wait_calls("+819055550001", 1, "the test alert's call")
             journal = await sim.wait_status(call["sid"], "completed", "no-answer")
             assert "web01" in journal["spoken"][0]["text"]
+
+
+async def test_heartbeat_rings_the_canary_number_not_the_on_call_person(
+    nats_url: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "oncall.yaml"
+    path.write_text(config("tanaka"))
+    token = "heartbeat-test-token-0123456789"
+    async with (
+        simulator() as sim,
+        dialer_in_process(nats_url, sim, YOBIDASHI_CONFIG=str(path)) as d,
+    ):
+        env = {"NATS_URL": nats_url, "INGEST_TOKEN": token}
+        with ServiceProcess("yobidashi-ingest", env, tmp_path / "ingest.log") as ingest:
+            ingest.wait_ready()
+            exe = Path(sys.executable).parent / "yobidashi"
+            # Not subprocess.run: the dialer under test shares this event loop.
+            beat = await asyncio.create_subprocess_exec(
+                str(exe), "heartbeat", "--ingest", ingest.url, "--dialer", d.url,
+                "--token", token, "--number", "+819012340099", "--rounds", "1",
+                "--timeout", "60s", "--port", "0",
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            )  # fmt: skip
+            output = (await asyncio.wait_for(beat.communicate(), 120))[0].decode()
+        assert beat.returncode == 0, output
+        events = [json.loads(line)["event"] for line in output.splitlines() if line]
+        assert "heartbeat.ok" in events, output
+        [call] = await sim.calls("+819012340099")
+        assert await sim.calls("+819044440001") == []  # the on-call person slept through it
+        journal = await sim.wait_status(call["sid"], "completed")
+        assert "Yobidashi heartbeat" in journal["spoken"][0]["text"]

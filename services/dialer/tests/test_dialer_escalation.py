@@ -12,6 +12,7 @@ from yobidashi_common.events import (
     KeyAction,
     KeyPressed,
     Severity,
+    Tag,
 )
 from yobidashi_dialer.core.decide import Rules, Transition, decide
 from yobidashi_dialer.core.model import (
@@ -327,6 +328,16 @@ def test_the_state_survives_a_round_trip_through_json() -> None:
     assert stored == run.inc
     assert stored.escalation is not None
     assert stored.escalation.policy.steps[0].wait == timedelta(minutes=2)
+
+
+def test_the_heartbeat_canary_rings_its_own_number_whatever_the_routes() -> None:
+    run = Run()
+    canary = alert(host="yobidashi-heartbeat").model_copy(
+        update={"sendto": "+819099990000", "tags": [Tag(tag="yobidashi", value="heartbeat")]}
+    )
+    t = run(AlertArrived(alert=canary))
+    assert run.inc.escalation is None
+    assert [c.contact.number for c in t.commands if isinstance(c, PlaceCall)] == ["+819099990000"]
 
 
 def test_no_route_falls_back_to_zabbix_driven_mode() -> None:

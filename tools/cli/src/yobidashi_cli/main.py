@@ -1,15 +1,20 @@
 """``yobidashi``: the operator's command.
 
-yobidashi config check FILE          validate the on-call YAML (exit 1 if it has problems)
-yobidashi oncall now [--at T]        who is on call per schedule (asks the dialer, or reads
-                                     --config FILE directly)
-yobidashi send-test-alert            post a realistic Zabbix problem to ingest
+- ``yobidashi config check FILE``: validate the on-call YAML (exit 1 if it has problems);
+- ``yobidashi oncall now [--at T]``: who is on call per schedule (asks the dialer, or reads
+  ``--config FILE`` directly);
+- ``yobidashi send-test-alert``: post a realistic Zabbix problem to ingest;
+- ``yobidashi heartbeat``: the canary, a synthetic alert through the whole paging path every few
+  minutes, with its own ``/metrics``.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import json
+import logging
 import os
 import secrets
 import sys
@@ -18,6 +23,9 @@ from typing import Any
 
 import httpx
 
+from yobidashi_cli import heartbeat
+from yobidashi_common.settings import parse_duration
+from yobidashi_common.telemetry import configure_logging
 from yobidashi_dialer.oncall import ConfigError, load
 from yobidashi_dialer.views import oncall_view
 
@@ -131,6 +139,30 @@ def send_test_alert(args: argparse.Namespace) -> int:
     return 0 if response.status_code == 202 else 1
 
 
+def heartbeat_command(args: argparse.Namespace) -> int:
+    if not args.token or not args.number:
+        _print("give --token and --number (or set INGEST_TOKEN and HEARTBEAT_NUMBER)")
+        return 1
+    configure_logging("heartbeat", "INFO", "json")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll is noise
+    canary = heartbeat.Canary(
+        ingest=args.ingest.rstrip("/"),
+        dialer=args.dialer.rstrip("/"),
+        token=args.token,
+        number=args.number,
+        timeout=parse_seconds(args.timeout),
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(heartbeat.run(canary, parse_seconds(args.every), args.port, args.rounds))
+    return 0
+
+
+def parse_seconds(text: str) -> float:
+    value = parse_duration(text)
+    assert isinstance(value, float | int)
+    return float(value)
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="yobidashi", description="Yobidashi's operator command.")
     commands = root.add_subparsers(dest="command", required=True)
@@ -165,6 +197,25 @@ def parser() -> argparse.ArgumentParser:
     alert.add_argument("--name", default="HTTP サービスが応答しません")
     alert.add_argument("--event-id", type=int)
     alert.set_defaults(run=send_test_alert)
+
+    beat = commands.add_parser("heartbeat", help="run the heartbeat canary")
+    beat.add_argument(
+        "--ingest", default=os.environ.get("YOBIDASHI_INGEST_URL", "http://127.0.0.1:8000")
+    )
+    beat.add_argument(
+        "--dialer", default=os.environ.get("YOBIDASHI_DIALER_URL", "http://127.0.0.1:8001")
+    )
+    beat.add_argument("--token", default=os.environ.get("INGEST_TOKEN"))
+    beat.add_argument(
+        "--number",
+        default=os.environ.get("HEARTBEAT_NUMBER"),
+        help="the canary number: a phone that answers (the simulator, or a test line)",
+    )
+    beat.add_argument("--every", default=os.environ.get("HEARTBEAT_EVERY", "5m"))
+    beat.add_argument("--timeout", default=os.environ.get("HEARTBEAT_TIMEOUT", "2m"))
+    beat.add_argument("--port", type=int, default=int(os.environ.get("PORT", "9102")))
+    beat.add_argument("--rounds", type=int, help="stop after this many (default: forever)")
+    beat.set_defaults(run=heartbeat_command)
     return root
 
 

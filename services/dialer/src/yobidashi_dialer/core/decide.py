@@ -42,6 +42,14 @@ from yobidashi_dialer.oncall.routing import route_for
 
 __all__ = ["Rules", "Transition", "decide"]
 
+HEARTBEAT_TAG = ("yobidashi", "heartbeat")
+
+
+def is_heartbeat(alert: AlertEvent) -> bool:
+    """The canary's synthetic alerts ring their own number, never an on-call route."""
+    return any((t.tag, t.value) == HEARTBEAT_TAG for t in alert.tags)
+
+
 TERMINAL_CALL_STATUSES = frozenset({"completed", "busy", "no-answer", "failed", "canceled"})
 REDIALLED = frozenset({"no-answer", "busy"})
 
@@ -99,7 +107,11 @@ def _on_alert(tx: Tx, alert: AlertEvent) -> None:
         tx.observe("suppressed_duplicate")
         tx.note("duplicate notification", "the escalation policy is already running")
         return
-    route = route_for(alert, tx.rules.oncall.routes) if not inc.pages else None
+    route = (
+        route_for(alert, tx.rules.oncall.routes)
+        if not inc.pages and not is_heartbeat(alert)
+        else None
+    )
     if alert.acknowledged:
         inc.status = IncidentStatus.ACKNOWLEDGED
         inc.acked_via = "zabbix"
