@@ -76,6 +76,7 @@ async def test_oncall_and_incident_views_and_a_reload_on_change(
         async with httpx.AsyncClient() as http:
             incident = (await http.get(f"{d.url}/v1/incidents/4001")).json()
             missing = await http.get(f"{d.url}/v1/incidents/999999")
+            listed = (await http.get(f"{d.url}/v1/incidents", params={"limit": 5})).json()
         assert incident["escalation"]["policy"] == "p"
         assert incident["calls"][0]["contact"] == "田中"
         assert incident["calls"][0]["phone"] == "+81 90-****-0001"
@@ -85,6 +86,8 @@ async def test_oncall_and_incident_views_and_a_reload_on_change(
             "calling",
         ]
         assert missing.status_code == 404
+        assert listed["incidents"][0]["problem"]["problem_key"] == "zabbix:4001"
+        assert listed["incidents"][0]["title"] == "ディスク満杯"
 
         path.write_text(config("sato"))
         await eventually(lambda: _is(d.url, "佐藤"), "the reload after the change")

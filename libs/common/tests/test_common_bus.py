@@ -302,6 +302,17 @@ async def test_kv_store_compare_and_set(nats_url: str) -> None:
         assert unchanged.n == 20
 
 
+async def test_kv_store_recent_lists_the_last_written_keys_newest_first(nats_url: str) -> None:
+    async with connected(nats_url) as bus:
+        store = KvStore(bus, "t_state", Ping)
+        for key in ("r1", "r2", "r3", "r4"):
+            await store.put(key, Ping(n=int(key[1])))
+        await store.put("r2", Ping(n=22))  # rewritten: now the newest
+        await store.delete("r4")
+        assert [p.n for p in await store.recent(3)] == [22, 3, 1]
+        assert [p.n for p in await store.recent(1)] == [22]
+
+
 def test_kv_key_escapes_what_nats_forbids() -> None:
     assert kv_key("zabbix:17", "+819012345678") == "zabbix=3A17.=2B819012345678"
     assert kv_key("a b", "ok_-=/") == "a=20b.ok_-=/"

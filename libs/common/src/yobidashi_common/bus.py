@@ -607,6 +607,32 @@ class KvStore(Generic[M]):
         with contextlib.suppress(nats.js.errors.KeyNotFoundError):
             await kv.delete(key)
 
+    async def recent(self, limit: int, scan: int = 2000) -> list[M]:
+        """The most recently written values, newest first, at most ``limit``.
+
+        Reads the bucket's stream backwards, so the first message seen for a key is its current
+        value; deleted keys leave gaps or delete markers. At most ``scan`` sequence numbers are
+        looked at, which bounds the cost on a big bucket.
+        """
+        await self.bus.kv(self.bucket)  # the bucket exists
+        stream = f"KV_{self.bucket}"
+        state = (await self.bus.js.stream_info(stream)).state
+        seq, first = state.last_seq, max(state.first_seq, state.last_seq - scan + 1)
+        found: list[M] = []
+        seen: set[str] = set()
+        while seq >= first and len(found) < limit:
+            try:
+                msg = await self.bus.js.get_msg(stream, seq)
+            except nats.js.errors.NotFoundError:
+                msg = None
+            seq -= 1
+            if msg is None or not msg.subject or msg.subject in seen:
+                continue
+            seen.add(msg.subject)
+            if msg.data and not (msg.headers or {}).get("KV-Operation"):  # not deleted
+                found.append(self.model.model_validate_json(msg.data))
+        return found
+
     async def mutate(
         self, key: str, change: Callable[[M | None], M | None], attempts: int = 50
     ) -> M | None:

@@ -14,6 +14,7 @@ from fastapi import APIRouter, HTTPException, Query
 
 from yobidashi_common.phone import mask
 from yobidashi_dialer.core.engine import Engine
+from yobidashi_dialer.core.model import Incident
 from yobidashi_dialer.oncall import OnCallConfig, on_call
 from yobidashi_dialer.oncall.schedule import next_change
 
@@ -40,6 +41,47 @@ def oncall_view(config: OnCallConfig, at: datetime) -> dict[str, Any]:
     return {"at": at.isoformat(), "schedules": schedules}
 
 
+def incident_view(incident: Incident) -> dict[str, Any]:
+    escalation = incident.escalation
+    return {
+        "problem": incident.problem.model_dump(),
+        "status": incident.status.value,
+        "severity": incident.severity.value,
+        "host": incident.host,
+        "title": incident.title,
+        "started_at": incident.started_at,
+        "acknowledged_by": incident.acked_by,
+        "acknowledged_via": incident.acked_via,
+        "acknowledged_at": incident.acked_at,
+        "escalation": (
+            {
+                "route": escalation.route,
+                "policy": escalation.policy.id,
+                "round": escalation.round + 1,
+                "step": escalation.step + 1,
+                "exhausted": escalation.exhausted,
+            }
+            if escalation
+            else None
+        ),
+        "calls": [
+            {
+                "page": page.id,
+                "step": page.step + 1,
+                "round": page.round + 1,
+                "contact": page.contact.name or page.contact.id,
+                "phone": mask(page.contact.number),
+                "attempt": page.attempt,
+                "status": page.status.value,
+                "outcome": page.outcome,
+                "call_sid": page.call_sid,
+            }
+            for page in incident.pages
+        ],
+        "timeline": [entry.model_dump(mode="json") for entry in incident.timeline],
+    }
+
+
 def router(engine: Engine, config: Callable[[], OnCallConfig]) -> APIRouter:
     routes = APIRouter(prefix="/v1", tags=["visibility"])
 
@@ -52,49 +94,16 @@ def router(engine: Engine, config: Callable[[], OnCallConfig]) -> APIRouter:
             raise HTTPException(422, "give `at` with a UTC offset, e.g. 2026-11-24T09:00+09:00")
         return oncall_view(config(), when)
 
+    @routes.get("/incidents", summary="The problems that changed last, newest first")
+    async def list_incidents(limit: int = Query(20, ge=1, le=100)) -> dict[str, Any]:
+        return {"incidents": [incident_view(i) for i in await engine.recent(limit)]}
+
     @routes.get("/incidents/{problem_key}", summary="A problem's escalation timeline")
     async def get_incident(problem_key: str) -> dict[str, Any]:
         key = problem_key if ":" in problem_key else f"zabbix:{problem_key}"
         incident = await engine.load(key)
         if incident is None:
             raise HTTPException(404, f"no incident for {key}")
-        escalation = incident.escalation
-        return {
-            "problem": incident.problem.model_dump(),
-            "status": incident.status.value,
-            "severity": incident.severity.value,
-            "host": incident.host,
-            "title": incident.title,
-            "started_at": incident.started_at,
-            "acknowledged_by": incident.acked_by,
-            "acknowledged_via": incident.acked_via,
-            "acknowledged_at": incident.acked_at,
-            "escalation": (
-                {
-                    "route": escalation.route,
-                    "policy": escalation.policy.id,
-                    "round": escalation.round + 1,
-                    "step": escalation.step + 1,
-                    "exhausted": escalation.exhausted,
-                }
-                if escalation
-                else None
-            ),
-            "calls": [
-                {
-                    "page": page.id,
-                    "step": page.step + 1,
-                    "round": page.round + 1,
-                    "contact": page.contact.name or page.contact.id,
-                    "phone": mask(page.contact.number),
-                    "attempt": page.attempt,
-                    "status": page.status.value,
-                    "outcome": page.outcome,
-                    "call_sid": page.call_sid,
-                }
-                for page in incident.pages
-            ],
-            "timeline": [entry.model_dump(mode="json") for entry in incident.timeline],
-        }
+        return incident_view(incident)
 
     return routes

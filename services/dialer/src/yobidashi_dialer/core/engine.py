@@ -51,6 +51,10 @@ class Engine:
         found = await self.incidents.get(incident_key(problem_key))
         return found[0] if found else None
 
+    async def recent(self, limit: int) -> list[Incident]:
+        """The incidents that changed last, newest first."""
+        return await self.incidents.recent(limit)
+
     async def apply(self, problem_key: str, event: Event) -> Incident | None:
         """Apply ``event`` exactly once to the problem's incident, then carry out its commands.
 
