@@ -14,18 +14,21 @@ PY_SOURCES := libs services tools tests bench
 
 ZABBIX_DEV := deploy/zabbix/dev/zabbix-dev
 
-.PHONY: help setup system-deps venv zabbix-install zabbix-up lint fmt test test-unit run bench \
-	chaos media-type clean
+.PHONY: help setup system-deps system-deps-run venv zabbix-install zabbix-up lint fmt test \
+	test-unit run run-zabbix screenshots bench chaos media-type clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-$(UV): | system-deps
+$(UV): | system-deps-run
 	python3 -m venv $(BOOT)
 	$(BOOT)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
 system-deps: ## install the Debian packages the tests need (idempotent; apt only when something is missing)
 	scripts/install-system-deps
+
+system-deps-run:
+	scripts/install-system-deps run
 
 venv: $(UV) ## create .venv with every workspace package and dev tool from uv.lock
 	$(UV) sync --all-packages --locked
@@ -49,6 +52,15 @@ fmt: venv ## apply ruff's formatting and safe fixes
 
 test: setup lint zabbix-up ## set up, lint, then run every test against real NATS, Zabbix and the simulator
 	$(VENV)/bin/pytest
+
+run: venv ## the whole stack on this machine with the Twilio simulator and a web phone (Ctrl-C stops it)
+	$(VENV)/bin/yobidashi-devstack
+
+run-zabbix: venv zabbix-install ## `make run`, plus the local real Zabbix 6.0 wired to ingest
+	$(VENV)/bin/yobidashi-devstack --with-zabbix
+
+screenshots: setup ## regenerate docs/images/*.png from the browser tests
+	YOBIDASHI_UPDATE_SCREENSHOTS=1 $(VENV)/bin/pytest tests/e2e/test_web_phone.py
 
 test-unit: venv ## only the fast tests that need nothing running
 	$(VENV)/bin/pytest -m "not integration and not zabbix and not e2e and not chaos"

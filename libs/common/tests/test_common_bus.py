@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -10,6 +11,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import nats
+import nats.js.errors
 import pytest
 from nats.aio.msg import Msg
 from nats.js.api import StreamConfig
@@ -305,6 +307,10 @@ async def test_kv_store_compare_and_set(nats_url: str) -> None:
 async def test_kv_store_recent_lists_the_last_written_keys_newest_first(nats_url: str) -> None:
     async with connected(nats_url) as bus:
         store = KvStore(bus, "t_state", Ping)
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await bus.js.delete_key_value("t_fresh")
+        await bus.js.create_key_value(bucket="t_fresh")
+        assert await KvStore(bus, "t_fresh", Ping).recent(3) == []  # no sequence 0 to read
         for key in ("r1", "r2", "r3", "r4"):
             await store.put(key, Ping(n=int(key[1])))
         await store.put("r2", Ping(n=22))  # rewritten: now the newest

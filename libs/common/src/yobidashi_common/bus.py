@@ -617,7 +617,7 @@ class KvStore(Generic[M]):
         await self.bus.kv(self.bucket)  # the bucket exists
         stream = f"KV_{self.bucket}"
         state = (await self.bus.js.stream_info(stream)).state
-        seq, first = state.last_seq, max(state.first_seq, state.last_seq - scan + 1)
+        seq, first = state.last_seq, max(state.first_seq, state.last_seq - scan + 1, 1)
         found: list[M] = []
         seen: set[str] = set()
         while seq >= first and len(found) < limit:

@@ -1,0 +1,198 @@
+"""``make run`` as a new user meets it: the devstack, the web phone, a test alert, press 1.
+
+The devstack runs as ``make run`` runs it (``yobidashi-devstack``, its own NATS, the services
+as processes, the simulator, the Zabbix stand-in), and headless Chromium clicks through the
+page. ``YOBIDASHI_UPDATE_SCREENSHOTS=1`` also writes the README's screenshot.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import pytest
+
+from yobidashi_testing.browser import chromium, find_chromium
+from yobidashi_testing.nats_server import free_port
+from yobidashi_testing.zabbix_api import ZabbixRpc
+from yobidashi_testing.zabbix_dev import DevInstance
+from yobidashi_testing.zabbix_scenario import acknowledges
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.e2e,
+    pytest.mark.skipif(find_chromium() is None, reason="no chromium (make system-deps)"),
+]
+
+T = TypeVar("T")
+REPO = Path(__file__).resolve().parents[2]
+SCREENSHOT = REPO / "docs" / "images" / "web-phone.png"
+
+
+class Devstack:
+    def __init__(self, run_dir: Path, *args: str) -> None:
+        self.run_dir = run_dir
+        self.args = args
+        self.output = run_dir / "devstack.out"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.urls: dict[str, str] = {}
+
+    def start(self) -> Devstack:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        exe = Path(sys.executable).parent / "yobidashi-devstack"
+        with open(self.output, "wb") as out:
+            self.proc = subprocess.Popen(
+                [str(exe), "--run-dir", str(self.run_dir), "--port", str(free_port()), *self.args],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=REPO,
+            )
+        deadline = time.monotonic() + 180
+        state = self.run_dir / "devstack.json"
+        while not state.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"the devstack did not come up:\n{self.text()}")
+            time.sleep(0.2)
+        self.urls = json.loads(state.read_text())
+        return self
+
+    def text(self) -> str:
+        return self.output.read_text(errors="replace")
+
+    def interrupt(self) -> int:
+        """Ctrl-C, as a person at the terminal would."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGINT)
+        return self.proc.wait(60)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def devstack(tmp_path: Path) -> Iterator[Devstack]:
+    stack = Devstack(tmp_path / "run").start()
+    try:
+        yield stack
+    finally:
+        stack.kill()
+
+
+def answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/healthz", timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def get(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.load(response)
+
+
+def post(url: str, body: dict[str, Any]) -> Any:
+    request = urllib.request.Request(
+        url, json.dumps(body).encode(), {"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return json.load(response)
+    except urllib.error.HTTPError as exc:
+        raise AssertionError(f"POST {url}: {exc.code} {exc.read().decode()}") from None
+
+
+def wait_for(probe: Callable[[], T | None], what: str, limit: float = 90) -> T:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        found = probe()
+        if found is not None:
+            return found
+        time.sleep(0.3)
+    raise AssertionError(f"waited {limit:.0f}s for {what}")
+
+
+def test_send_a_test_alert_see_the_phone_ring_press_1_see_acknowledged(
+    devstack: Devstack, tmp_path: Path
+) -> None:
+    console = devstack.urls["console"]
+    screen = devstack.text()
+    assert f"{console}/phone" in screen
+    assert "Ctrl-C stops everything" in screen
+
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1360, "height": 860})
+        page.goto(f"{console}/phone")
+        page.click("#send-test-alert")
+        ringing = page.wait_for_selector('.phone[data-state="ringing"]', timeout=30_000)
+        assert ringing is not None
+        number = ringing.get_attribute("data-number")
+        phone = f'.phone[data-number="{number}"]'
+        # The simulator's callee picks up after a few seconds; the keypad opens then.
+        page.wait_for_selector(f'{phone}[data-state="talking"]', timeout=30_000)
+        page.wait_for_function(
+            f"document.querySelector('{phone} .spoken').textContent.includes('web01')",
+            timeout=30_000,
+        )
+        page.click(f'{phone} .keypad button[data-key="1"]')
+        page.wait_for_selector(".incident .status.acknowledged", timeout=30_000)
+        # The acker wrote it to the (stand-in) Zabbix API, with who and how.
+        page.wait_for_selector(".incident .zabbix", timeout=60_000)
+        incident = page.inner_text(".incident")
+        assert "acknowledged by" in incident
+        assert "via phone" in incident
+        page.wait_for_selector(f'{phone}[data-state="ended"]', timeout=30_000)
+        page.wait_for_selector("#toast:not(.show)", state="attached")
+        shot = tmp_path / "web-phone.png"
+        page.screenshot(path=str(shot))
+    [ack] = get(f"{console}/api/state")["zabbix_acks"]
+    assert "via Yobidashi" in ack["message"]
+    if os.environ.get("YOBIDASHI_UPDATE_SCREENSHOTS") == "1":
+        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, SCREENSHOT)
+
+    children = [devstack.urls[name] for name in ("ingest", "dialer", "acker", "sim")]
+    assert all(answers(url) for url in children)
+    assert devstack.interrupt() == 0
+    assert "stopped." in devstack.text()
+    assert not any(answers(url) for url in [*children, console])
+
+
+@pytest.mark.zabbix
+def test_run_with_zabbix_pages_from_a_real_problem_and_acks_it_in_zabbix(
+    zabbix_dev: DevInstance, tmp_path: Path
+) -> None:
+    stack = Devstack(tmp_path / "run", "--with-zabbix").start()
+    try:
+        console = stack.urls["console"]
+        fired = post(f"{console}/api/test-alert", {})
+        assert fired["sent_to"] == "zabbix"
+        eventid = fired["detail"].split("problem ")[1].split()[0]
+
+        def talking() -> dict[str, Any] | None:
+            phones = get(f"{console}/api/state")["phones"]
+            return next((p for p in phones if p["call"] and p["call"]["listening"]), None)
+
+        phone = wait_for(talking, "a phone to ring, answer and listen")
+        post(f"{console}/api/phones/{quote(phone['number'])}/digits", {"digits": "1"})
+        rpc = ZabbixRpc(zabbix_dev.api_url)
+        rpc.login(zabbix_dev.admin_username, zabbix_dev.admin_password)
+        [ack] = wait_for(lambda: acknowledges(rpc, eventid) or None, "the ack in Zabbix")
+        assert phone["name"] in ack["message"]
+        assert ack["username"] == "yobidashi-acker"
+        assert stack.interrupt() == 0
+    finally:
+        stack.kill()

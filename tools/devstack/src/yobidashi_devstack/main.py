@@ -1,0 +1,41 @@
+"""``yobidashi-devstack``: what ``make run`` and ``make run-zabbix`` start."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from yobidashi_devstack.stack import SAMPLE_CONFIG, Options, run
+from yobidashi_dialer.oncall import ConfigError
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        prog="yobidashi-devstack",
+        description="Run NATS, ingest, dialer, acker and the Twilio simulator on this machine, "
+        "with a web phone.",
+    )
+    parser.add_argument(
+        "--with-zabbix",
+        action="store_true",
+        help="also bring up the local real Zabbix 6.0 and wire its media type to ingest",
+    )
+    parser.add_argument("--config", type=Path, default=SAMPLE_CONFIG, help="on-call YAML")
+    parser.add_argument("--run-dir", type=Path, default=Path(".run"), help="data and logs")
+    parser.add_argument("--port", type=int, default=8080, help="the web phone's port")
+    args = parser.parse_args()
+    options = Options(
+        run_dir=args.run_dir,
+        config=args.config,
+        with_zabbix=args.with_zabbix,
+        console_port=args.port,
+    )
+    try:
+        sys.exit(asyncio.run(run(options)))
+    except ConfigError as exc:
+        sys.stderr.write(exc.report() + "\n")
+        sys.exit(2)
+    except KeyboardInterrupt:  # Ctrl-C while starting: everything started is stopped already
+        sys.exit(130)
