@@ -16,25 +16,31 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from yobidashi_common.telemetry import get_logger
 
 log = get_logger(__name__)
 
+# Its own registry: the CLI imports dialer modules, whose metrics (bus connected = 0 ...) must
+# not appear on the canary's /metrics and trip alerts about a dialer that is not there.
+REGISTRY = CollectorRegistry()
 ROUND_TRIP = Histogram(
     "yobidashi_heartbeat_round_trip_seconds",
     "From the canary's alert posted to ingest to its call answered.",
     buckets=(1, 2, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180),
+    registry=REGISTRY,
 )
 LAST_SUCCESS = Gauge(
     "yobidashi_heartbeat_last_success_timestamp_seconds",
     "When a canary alert last made it all the way to an answered call (unix time).",
+    registry=REGISTRY,
 )
 FAILURES = Counter(
     "yobidashi_heartbeat_failures_total",
     "Canary rounds that did not end in an answered call, by stage.",
     ["stage"],
+    registry=REGISTRY,
 )
 ANSWERED = {"answered", "reached", "acknowledged", "passed"}
 
@@ -119,7 +125,7 @@ async def one_round(http: httpx.AsyncClient, canary: Canary, event_id: int) -> f
 
 
 async def run(canary: Canary, every: float, port: int, rounds: int | None = None) -> None:
-    start_http_server(port)
+    start_http_server(port, registry=REGISTRY)
     log.info("heartbeat.started", every=every, metrics_port=port)
     done = 0
     async with httpx.AsyncClient(timeout=10) as http:
