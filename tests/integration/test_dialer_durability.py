@@ -14,6 +14,7 @@ import pytest
 from yobidashi_common.events import KeyPressed
 from yobidashi_common.subjects import KEYS_STREAM
 from yobidashi_dialer.core.model import Incident, IncidentStatus
+from yobidashi_dialer.store import INCIDENTS, incident_key
 from yobidashi_testing.nats_server import free_port
 from yobidashi_testing.processes import ServiceProcess
 from yobidashi_testing.stack import (
@@ -112,12 +113,14 @@ async def test_live_call_cap_holds_across_replicas(nats_url: str) -> None:
         assert started >= ended - 0.05, "two calls were live at once"
 
 
+async def stored_incident(bus: Bus, problem_key: str) -> Incident:
+    entry = await (await bus.js.key_value(INCIDENTS.name)).get(incident_key(problem_key))
+    return Incident.model_validate_json(entry.value)
+
+
 async def acked(nats_url: str, problem_key: str) -> bool:
     async with Bus(nats_url) as bus:
-        from yobidashi_dialer.store import incident_key
-
-        entry = await (await bus.js.key_value("yobidashi_incidents")).get(incident_key(problem_key))
-        incident = Incident.model_validate_json(entry.value)
+        incident = await stored_incident(bus, problem_key)
         return incident.status is IncidentStatus.ACKNOWLEDGED
 
 
@@ -176,3 +179,44 @@ async def test_dialer_killed_during_the_create_neither_loses_nor_repeats_the_cal
             assert "dial.recovered" in second.log_file.read_text()
         finally:
             second.stop()
+
+
+async def test_a_lost_final_status_is_found_by_the_watchdog_and_frees_the_call(
+    nats_url: str, tmp_path: Path
+) -> None:
+    """The dialer is down when the call's last status callback comes: the watchdog asks
+    Twilio, the page ends, and the call's live-call slot comes back (found by the chaos run:
+    the check used to apply its result inside its own flush and recursed until it crashed)."""
+    other = "+819012340002"
+    env = {
+        "DIAL_MAX_ATTEMPTS": "1",
+        "TWILIO_RING_TIMEOUT": "5",
+        "DIAL_WATCHDOG_GRACE": "1",
+        "TWILIO_MAX_CONCURRENT_CALLS": "1",
+        "NATS_ACK_WAIT": "2",
+    }
+    async with simulator() as sim, Bus(nats_url) as bus:
+        await sim.scenario(YAMADA, {"answer": "no-answer"})
+        proc = dialer_process(nats_url, sim, tmp_path / "dialer.log", env).start()
+        try:
+            proc.wait_ready()  # its streams exist
+            await bus.publish_alert(alert_event(811, sendto=YAMADA))
+            [call] = await sim.wait_calls(YAMADA, 1)
+            await sim.wait_status(call["sid"], "ringing")
+            proc.kill()
+            journal = await sim.wait_status(call["sid"], "no-answer")
+            assert journal["webhooks"][-1]["error"], "the final callback met a dead dialer"
+            proc.start()
+
+            async def ended() -> Incident | None:
+                incident = await stored_incident(bus, "zabbix:811")
+                done = incident.pages[0].status.value == "unreached" and not incident.outbox
+                return incident if done else None
+
+            incident = await eventually(ended, "the watchdog to end the page")
+            assert incident.pages[0].outcome == "no-answer"
+            await bus.publish_alert(alert_event(812, sendto=other))
+            await sim.wait_calls(other, 1, "a call in the slot the lost callback held")
+        finally:
+            proc.stop()
+    assert "consumer.handler_failed" not in (tmp_path / "dialer.log").read_text()

@@ -104,7 +104,7 @@ class Dialer:
         self.rules = rules_from(settings, self.config_source.load_or_exit())
         self.incidents = KvStore(self.bus, INCIDENTS.name, Incident)
         self.calls = KvStore(self.bus, CALLS.name, CallRecord)
-        self.runner = Runner(settings, self.bus, self.telephony, self.apply)
+        self.runner = Runner(settings, self.bus, self.telephony)
         self.engine = Engine(self.incidents, lambda: self.rules, self.runner)
         self.budget = Budget(
             self.bus,

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import get_args
 
 from yobidashi_common.bus import Bus, RetryLater
-from yobidashi_common.events import EscalationExhausted
-from yobidashi_common.subjects import escalations_subject
+from yobidashi_common.events import CallStatusChanged, EscalationExhausted
+from yobidashi_common.subjects import calls_subject, escalations_subject
 from yobidashi_common.telemetry import get_logger
 from yobidashi_dialer.core.model import (
-    CallProgress,
     CheckCall,
     Command,
     EndCall,
-    Event,
     Incident,
     LeaveVoicemail,
     PlaceCall,
@@ -33,6 +31,7 @@ from yobidashi_dialer.telephony import Telephony, TelephonyError
 from yobidashi_dialer.voice import PHRASES, Announcement, Voices, voicemail_twiml
 
 log = get_logger(__name__)
+CALL_STATUSES = frozenset(get_args(CallStatusChanged.model_fields["status"].annotation))
 
 
 class Runner:
@@ -41,12 +40,10 @@ class Runner:
         settings: DialerSettings,
         bus: Bus,
         telephony: Telephony,
-        apply: Callable[[str, Event], Awaitable[Incident | None]],
     ) -> None:
         self.settings = settings
         self.bus = bus
         self.telephony = telephony
-        self.apply = apply
         self.voices = Voices(settings.twilio_voice_ja, settings.twilio_voice_en)
 
     async def run(self, incident: Incident, command: Command) -> None:
@@ -116,14 +113,22 @@ class Runner:
                 if page is None or page.call_id is None:
                     return
                 info = await self.telephony.fetch_call(command.call_sid)
-                await self.apply(
-                    incident.key,
-                    CallProgress(
+                if info.status not in CALL_STATUSES:
+                    log.warning("call.check_unknown_status", status=info.status)
+                    return
+                # As if the lost status callback had come: through the bus, so that the same
+                # consumer also frees the call's budget and bundle. (Applying it here, inside
+                # this flush, would flush this very command again, and again.)
+                await self.bus.publish(
+                    calls_subject(f"status.{info.status}"),
+                    CallStatusChanged(
                         call_id=page.call_id,
                         call_sid=command.call_sid,
-                        status=info.status,
+                        problems=[incident.problem],
+                        contact=page.contact.ref(),
+                        status=info.status,  # checked just above
                         answered_by=info.answered_by,
-                        sequence=None,
                         at=datetime.now(UTC),
                     ),
+                    msg_id=f"check.{command.call_sid}.{info.status}",
                 )
