@@ -109,6 +109,10 @@ def create_app(settings: IngestSettings, bus: Bus | None = None) -> FastAPI:
             data = json.loads(body)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise _Reject(422, "invalid_json", f"body is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise _Reject(
+                422, "invalid_json", "body is not valid JSON: nested too deeply"
+            ) from None
         if not isinstance(data, dict):
             raise _Reject(422, "invalid_payload", "body must be a JSON object")
         try:

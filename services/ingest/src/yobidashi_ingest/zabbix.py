@@ -22,6 +22,7 @@ from pydantic import (
     Field,
     StringConstraints,
     field_validator,
+    model_validator,
 )
 
 from yobidashi_common.events import (
@@ -37,6 +38,7 @@ from yobidashi_common.events import (
 # (measured on 6.0: an on-call user with the User role, an update by Admin).
 INACCESSIBLE_USER = "Inaccessible user"
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _LITERAL_MACRO = re.compile(r"^\{[?$#]?[A-Z][A-Z0-9_.]*(?:\[[^\]]*\])?(?::[^}]*)?\}$")
 _UNKNOWN = {"*UNKNOWN*", "*UNKNOWN"}
 
@@ -54,11 +56,29 @@ def unresolved_to_none(value: object) -> object:
     return value
 
 
+def without_surrogates(value: Any, depth: int = 3) -> Any:
+    """Lone UTF-16 surrogates (valid JSON as ``"\\ud800"``, never sent by Zabbix) become U+FFFD:
+    such a string cannot be encoded as UTF-8, so it could be neither hashed nor stored. Only as
+    deep as the body's shape goes (object, tag list, tag), so hostile nesting costs nothing."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if depth <= 0:
+        return value
+    if isinstance(value, list):
+        return [without_surrogates(v, depth - 1) for v in value]
+    if isinstance(value, dict):
+        return {
+            without_surrogates(k, 0): without_surrogates(v, depth - 1) for k, v in value.items()
+        }
+    return value
+
+
 Text = Annotated[str | None, BeforeValidator(unresolved_to_none)]
+# The constraint is nested so that it also reaches the OpenAPI schema; [0-9], because \d would
+# also take Unicode digits such as ١٢٣.
 ZabbixId = Annotated[
-    str,
+    Annotated[str, StringConstraints(pattern=r"^[0-9]{1,20}$")],
     BeforeValidator(lambda v: str(v) if isinstance(v, int) and not isinstance(v, bool) else v),
-    StringConstraints(pattern=r"^\d{1,20}$"),
 ]
 
 
@@ -69,7 +89,7 @@ def _as_int(value: object) -> object:
     return value
 
 
-Flag = Annotated[int, BeforeValidator(_as_int), Field(ge=0, le=1)]
+Flag = Annotated[Annotated[int, Field(ge=0, le=1)], BeforeValidator(_as_int)]
 NSeverity = Annotated[Annotated[int, Field(ge=0, le=5)] | None, BeforeValidator(_as_int)]
 
 
@@ -141,6 +161,11 @@ class ZabbixWebhook(BaseModel):
     )
     zabbix_url: Text = Field(None, description="Frontend base URL, for links back to Zabbix.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_surrogates(cls, data: Any) -> Any:
+        return without_surrogates(data)
+
     @field_validator("event_tags", mode="before")
     @classmethod
     def _tags(cls, value: Any) -> Any:
@@ -150,8 +175,9 @@ class ZabbixWebhook(BaseModel):
         if isinstance(value, str):
             try:
                 value = json.loads(value)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):
                 raise ValueError("must be a JSON array of {tag, value}") from None
+            value = without_surrogates(value, 2)
         return value
 
 

@@ -1,0 +1,149 @@
+"""Ingest's published OpenAPI, fuzzed with schemathesis against the real ``yobidashi-ingest``.
+
+Cases are generated from ``/openapi.json`` as the running process serves it: schema-conforming
+bodies (positive) and schema-violating ones (negative), each sent with the right bearer token,
+without one, and with a wrong one. Whatever comes in: never a 5xx, every 4xx is JSON with an
+``error`` and a ``message``, every answer conforms to the responses the schema documents, and
+without the right token it is always 401.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import nats
+import pytest
+import requests
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from schemathesis import Case, GenerationMode, Response
+from schemathesis.checks import (
+    content_type_conformance,
+    not_a_server_error,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from yobidashi_common.events import AlertEvent
+from yobidashi_common.subjects import ALERTS_STREAM
+from yobidashi_testing.nats_server import NatsServer
+from yobidashi_testing.processes import ServiceProcess
+
+pytestmark = pytest.mark.integration
+
+TOKEN = "schemathesis-ingest-token-0123"
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
+ERRORS = {"unauthorized", "invalid_json", "invalid_payload", "too_large"}
+AUTHS: dict[str, dict[str, str]] = {
+    "right": {"Authorization": f"Bearer {TOKEN}"},
+    "none": {},
+    "wrong": {"Authorization": f"Bearer {TOKEN[:-1]}X"},
+    "basic": {"Authorization": f"Basic {TOKEN}"},
+}
+
+
+@pytest.fixture
+def ingest(nats_server: NatsServer, tmp_path: Path) -> Iterator[ServiceProcess]:
+    env = {"NATS_URL": nats_server.url, "INGEST_TOKEN": TOKEN, "INGEST_MAX_BODY_BYTES": "65536"}
+    with ServiceProcess("yobidashi-ingest", env, tmp_path / "ingest.log") as proc:
+        proc.wait_ready()
+        yield proc
+
+
+@pytest.fixture
+def session() -> Iterator[requests.Session]:
+    with requests.Session() as http:
+        http.trust_env = False  # loopback only: no proxy from the environment
+        yield http
+
+
+def load_schema(base_url: str) -> Any:
+    with httpx.Client(trust_env=False, timeout=10) as http:
+        raw = http.get(f"{base_url}/openapi.json").raise_for_status().json()
+    assert raw["openapi"].startswith("3.1")
+    return schemathesis.openapi.from_dict(raw)
+
+
+def check(case: Case[Any], response: Response, auth: str, seen: dict[tuple[str, int], int]) -> None:
+    """schemathesis's own response checks, then ours."""
+    case.validate_response(response, checks=CHECKS)
+    status = response.status_code
+    seen[(auth, status)] = seen.get((auth, status), 0) + 1
+    assert status < 500, f"{status} for {case.body!r:.500}: {response.text:.500}"
+    sent = response.request.headers.get("Authorization")
+    if sent != AUTHS["right"]["Authorization"]:
+        # Not ours, or negative generation replaced it with something schema-violating.
+        assert status == 401, f"{auth} token ({sent!r}) got {status}: {response.text:.300}"
+    elif status == 401:
+        raise AssertionError(f"the right token was refused: {response.text:.300}")
+    if 400 <= status < 500:
+        assert response.headers["content-type"][0].startswith("application/json")
+        body = json.loads(response.content)
+        assert body["error"] in ERRORS, body
+        assert body["message"]
+
+
+async def stored(url: str) -> list[AlertEvent]:
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        info = await js.stream_info(ALERTS_STREAM)
+        if info.state.messages == 0:
+            return []
+        found = []
+        for seq in range(info.state.first_seq, info.state.last_seq + 1):
+            msg = await js.get_msg(ALERTS_STREAM, seq)
+            found.append(AlertEvent.model_validate_json(msg.data or b""))
+        return found
+    finally:
+        await nc.close()
+
+
+@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
+async def test_generated_cases_never_5xx_and_4xx_are_json(
+    ingest: ServiceProcess,
+    nats_server: NatsServer,
+    session: requests.Session,
+    mode: GenerationMode,
+) -> None:
+    schema = load_schema(ingest.url)
+    operation = schema["/v1/zabbix"]["POST"]
+    seen: dict[tuple[str, int], int] = {}
+    accepted: list[str] = []
+
+    @settings(
+        max_examples=150,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+        database=None,
+    )
+    @given(case=operation.as_strategy(generation_mode=mode), auth=st.sampled_from(list(AUTHS)))
+    def run(case: Case[Any], auth: str) -> None:
+        response = case.call(base_url=ingest.url, session=session, headers=AUTHS[auth])
+        check(case, response, auth, seen)
+        if response.status_code == 202 and not response.json()["duplicate"]:
+            accepted.append(response.json()["id"])
+
+    run()
+    print(mode.value, dict(sorted(seen.items())))
+    # The run exercised both sides of the door, so passing means something.
+    assert any(auth == "right" for auth, _ in seen)
+    assert any(auth != "right" for auth, _ in seen)
+    if mode is GenerationMode.POSITIVE:
+        assert seen.get(("right", 202)), "no schema-conforming body was accepted"
+    else:
+        assert seen.get(("right", 422)), "no schema-violating body was refused"
+    events = await stored(nats_server.url)
+    assert sorted(e.dedup_key for e in events) == sorted(accepted)
