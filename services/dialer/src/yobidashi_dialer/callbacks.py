@@ -249,7 +249,8 @@ class Callbacks:
         incidents: list[Incident] = []
         for target in record.targets:
             incident = await self.engine.load(target.problem_key)
-            if incident is None or incident.open:
+            # Exhausted still takes acks (Incident.takes_acks): it has not recovered.
+            if incident is None or incident.takes_acks:
                 return None
             incidents.append(incident)
         acked = next((i for i in incidents if i.status is IncidentStatus.ACKNOWLEDGED), None)
@@ -261,7 +262,15 @@ class Callbacks:
             )
         if acked is None:
             return after_key(phrases.already_resolved, phrases=phrases, voices=self.voices)
-        return None
+        # Acknowledged by this very person: their keypress is stored already (that is how it
+        # got acknowledged). A repeat of it (a replay, Twilio retrying the request after our
+        # de-duplication window) hears the same answer and stores nothing more.
+        text = (
+            phrases.bundle_acknowledged.format(count=len(record.problems))
+            if len(record.problems) > 1
+            else phrases.acknowledged
+        )
+        return after_key(text, phrases=phrases, voices=self.voices)
 
     def _gather_url(self, record: CallRecord, round_: int) -> str:
         return (

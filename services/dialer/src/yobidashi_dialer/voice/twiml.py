@@ -21,6 +21,9 @@ from yobidashi_dialer.voice.phrases import Phrases
 TWIML_LIMIT = 4000
 TITLE_LIMIT = 160
 HOST_LIMIT = 60
+# Any one <Say>: well above the longest the builder composes (a bundle, about 600), so it only
+# ever cuts text that did not come from the builder's limits, e.g. a name from Zabbix.
+SAY_LIMIT = 1000
 BUNDLE_ITEMS_SPOKEN = 3
 
 _XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
@@ -97,7 +100,11 @@ def spoken_alert(
 
 
 def _say(node: VoiceResponse | Gather, text: str, phrases: Phrases, voices: Voices) -> None:
-    node.say(text, language=phrases.code, voice=voices.for_code(phrases.code))
+    # Every text goes through speakable(), not only the alert's: "already acknowledged by
+    # {name}" carries a name from Zabbix, and a control character in it would break the XML.
+    text = speakable(text, SAY_LIMIT)
+    if text:  # nothing speakable left: no empty <Say> for Twilio to complain about
+        node.say(text, language=phrases.code, voice=voices.for_code(phrases.code))
 
 
 def _gather(
