@@ -53,6 +53,12 @@ fmt: venv ## apply ruff's formatting and safe fixes
 test: setup lint zabbix-up ## set up, lint, then run every test against real NATS, Zabbix and the simulator
 	$(VENV)/bin/pytest
 
+chaos: setup zabbix-up ## 1,000 problems through a stack that keeps being broken, then the audit (CHAOS_* to change)
+	CHAOS_PROBLEMS=$${CHAOS_PROBLEMS:-1000} $(VENV)/bin/pytest tests/chaos -s -p no:cacheprovider
+
+bench: setup zabbix-up ## every benchmark, each figure printed beside its target (bench/README.md)
+	$(VENV)/bin/python -m bench.run_all
+
 run: venv ## the whole stack on this machine with the Twilio simulator and a web phone (Ctrl-C stops it)
 	$(VENV)/bin/yobidashi-devstack
 

@@ -87,8 +87,11 @@ class NatsServer:
             "-sd", str(self.store_dir),
             *self.extra_args,
         ]  # fmt: skip
-        out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
-        self._proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        if self.log_file is None:
+            self._proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        else:
+            with open(self.log_file, "ab") as out:  # the child keeps its own descriptor
+                self._proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
         self._wait_healthy(timeout)
         return self
 

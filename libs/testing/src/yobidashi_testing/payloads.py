@@ -54,15 +54,14 @@ def problem(
 
 
 def recovery(event_id: int | str = 17, recovery_id: int | str = 18, **kw: Any) -> dict[str, Any]:
-    return problem(
-        event_id,
-        event_value="0",
-        event_status="RESOLVED",
-        recovery_event_id=str(recovery_id),
-        recovery_date="2026.11.24",
-        recovery_time="18:55:01",
-        **kw,
-    )
+    fields: dict[str, Any] = {
+        "event_value": "0",
+        "event_status": "RESOLVED",
+        "recovery_event_id": str(recovery_id),
+        "recovery_date": "2026.11.24",
+        "recovery_time": "18:55:01",
+    }
+    return problem(event_id, **{**fields, **kw})
 
 
 def update(
