@@ -54,7 +54,8 @@ test: setup lint zabbix-up ## set up, lint, then run every test against real NAT
 	$(VENV)/bin/pytest
 
 chaos: setup zabbix-up ## 1,000 problems through a stack that keeps being broken, then the audit (CHAOS_* to change)
-	CHAOS_PROBLEMS=$${CHAOS_PROBLEMS:-1000} $(VENV)/bin/pytest tests/chaos -s -p no:cacheprovider
+	CHAOS_PROBLEMS=$${CHAOS_PROBLEMS:-1000} CHAOS_ZABBIX_OUTAGE=$${CHAOS_ZABBIX_OUTAGE:-60} \
+		$(VENV)/bin/pytest tests/chaos -s -p no:cacheprovider
 
 bench: setup zabbix-up ## every benchmark, each figure printed beside its target (bench/README.md)
 	$(VENV)/bin/python -m bench.run_all
