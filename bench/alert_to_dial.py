@@ -46,7 +46,6 @@ from bench.common import (
     INGEST_TOKEN,
     Figure,
     Sampler,
-    SimJournal,
     clean,
     dialer_env,
     dist,
@@ -61,13 +60,14 @@ from bench.common import (
     sample,
     save,
     scrape,
+    sim_client,
     sim_process,
     size,
 )
 from yobidashi_testing import payloads
 from yobidashi_testing.nats_server import free_port
 from yobidashi_testing.processes import ServiceProcess
-from yobidashi_testing.stack import Bus, alert_event
+from yobidashi_testing.stack import Bus, Sim, alert_event
 
 
 @dataclass(frozen=True)
@@ -160,7 +160,7 @@ async def measure(
     ingest: ServiceProcess,
     dialer: ServiceProcess,
     nats_url: str,
-    sim: SimJournal,
+    sim: Sim,
 ) -> dict[str, Any]:
     async with httpx.AsyncClient(timeout=30) as http:
         before = await scrape(http, dialer.url)
@@ -218,7 +218,7 @@ async def measure(
     }
 
 
-async def settle(sim: SimJournal) -> None:
+async def settle(sim: Sim) -> None:
     """Wait until the simulator has no queued or live call, then empty its journal."""
     for _ in range(240):
         health = await sim.health()
@@ -251,8 +251,8 @@ async def main() -> None:
         work = Path(tmp)
         async with AsyncExitStack() as stack:
             sim_proc = stack.enter_context(sim_process(work, scenario=BUSY, time_scale="0.05"))
-            sim = SimJournal(sim_proc.url)
-            stack.push_async_callback(sim.aclose)
+            sim = sim_client(sim_proc.url)
+            stack.push_async_callback(sim.http.aclose)
             ingest = stack.enter_context(
                 ServiceProcess("yobidashi-ingest", ingest_env(server.url), work / "ingest.log")
             )

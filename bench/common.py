@@ -31,6 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from yobidashi_testing.nats_server import NatsServer, find_nats_server, free_port
 from yobidashi_testing.processes import ServiceProcess
+from yobidashi_testing.stack import Sim
 from yobidashi_twilio_sim.settings import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN
 
 RESULTS = Path(__file__).parent / "results"
@@ -231,43 +232,10 @@ def sim_process(work: Path, *, scenario: dict[str, Any], **settings: str) -> Ser
     return ServiceProcess("yobidashi-twilio-sim", env, work / "sim.log", port=port)
 
 
-class SimJournal:
-    """The simulator's journal over HTTP."""
-
-    def __init__(self, base_url: str) -> None:
-        self.base_url = base_url
-        self.http = httpx.AsyncClient(base_url=base_url, timeout=60)
-
-    async def aclose(self) -> None:
-        await self.http.aclose()
-
-    async def creates(self) -> list[dict[str, Any]]:
-        response = await self.http.get("/sim/creates")
-        response.raise_for_status()
-        creates: list[dict[str, Any]] = response.json()["creates"]
-        return creates
-
-    async def calls(self) -> list[dict[str, Any]]:
-        response = await self.http.get("/sim/calls")
-        response.raise_for_status()
-        calls: list[dict[str, Any]] = response.json()["calls"]
-        return calls
-
-    async def call(self, sid: str) -> dict[str, Any]:
-        response = await self.http.get(f"/sim/calls/{sid}")
-        response.raise_for_status()
-        call: dict[str, Any] = response.json()
-        return call
-
-    async def health(self) -> dict[str, Any]:
-        health: dict[str, Any] = (await self.http.get("/healthz")).json()
-        return health
-
-    async def scenario(self, number: str, spec: dict[str, Any]) -> None:
-        (await self.http.put(f"/sim/scenarios/{number}", json=spec)).raise_for_status()
-
-    async def clear(self) -> None:
-        (await self.http.delete("/sim/journal")).raise_for_status()
+def sim_client(base_url: str) -> Sim:
+    """The simulator's journal and controls over HTTP; close it with ``sim.http.aclose()``."""
+    http = httpx.AsyncClient(base_url=base_url, timeout=60)
+    return Sim(base_url, DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, http)
 
 
 def dialer_env(nats_url: str, sim_url: str, port: int, **overrides: str) -> dict[str, str]:

@@ -37,7 +37,6 @@ from typing import Any
 from bench.common import (
     BUSY,
     Figure,
-    SimJournal,
     clean,
     dialer_env,
     fmt,
@@ -47,12 +46,13 @@ from bench.common import (
     print_figures,
     run,
     save,
+    sim_client,
     sim_process,
     size,
 )
 from yobidashi_testing.nats_server import free_port
 from yobidashi_testing.processes import ServiceProcess
-from yobidashi_testing.stack import Bus, alert_event
+from yobidashi_testing.stack import Bus, Sim, alert_event
 
 SIZES = {
     "quick": {1: 10, 5: 50, 20: 200},
@@ -99,7 +99,7 @@ def analyse(times: list[float], cps: int) -> dict[str, Any]:
 
 
 async def level(
-    cps: int, calls: int, offset: int, nats_url: str, sim: SimJournal, sim_url: str, work: Path
+    cps: int, calls: int, offset: int, nats_url: str, sim: Sim, sim_url: str, work: Path
 ) -> dict[str, Any]:
     port = free_port()
     env = dialer_env(nats_url, sim_url, port, TWILIO_CPS=str(cps))
@@ -147,8 +147,8 @@ async def main() -> None:
             sim_proc = stack.enter_context(
                 sim_process(work, scenario=BUSY, time_scale="0.05", cps="10000")
             )
-            sim = SimJournal(sim_proc.url)
-            stack.push_async_callback(sim.aclose)
+            sim = sim_client(sim_proc.url)
+            stack.push_async_callback(sim.http.aclose)
             for i, cps in enumerate(levels):
                 calls = args.calls or sizes.get(cps, 1000)
                 print(f"  TWILIO_CPS={cps}: {calls} queued calls (about {calls / cps:.0f} s) ...")

@@ -49,7 +49,6 @@ from bench.common import (
     INGEST_TOKEN,
     PRESSES_ONE,
     Figure,
-    SimJournal,
     dialer_env,
     dist,
     eventually,
@@ -62,6 +61,7 @@ from bench.common import (
     run,
     save,
     serve_in_process,
+    sim_client,
     sim_process,
     size,
 )
@@ -71,6 +71,7 @@ from yobidashi_testing import zabbix_scenario as zs
 from yobidashi_testing.media_type import MEDIA_TYPE_YAML
 from yobidashi_testing.nats_server import free_port
 from yobidashi_testing.processes import ServiceProcess
+from yobidashi_testing.stack import Sim
 from yobidashi_testing.zabbix_api import ZabbixRpc
 
 SIZES = {"quick": (30, 5), "default": (100, 20), "full": (300, 50)}  # (stand-in, real Zabbix)
@@ -208,7 +209,7 @@ async def recording_proxy(
 # -- matching ---------------------------------------------------------------------------------
 
 
-async def presses(sim: SimJournal) -> dict[str, tuple[float, float | None]]:
+async def presses(sim: Sim) -> dict[str, tuple[float, float | None]]:
     """call SID -> (when the simulator sent the digit '1', when the dialer answered it)."""
     out: dict[str, tuple[float, float | None]] = {}
     for call in await sim.calls():
@@ -271,7 +272,7 @@ def acker_process(work: Path, name: str, nats_url: str, **env: str) -> ServicePr
 
 
 async def standin_run(
-    work: Path, nats_url: str, ingest: ServiceProcess, sim: SimJournal, count: int
+    work: Path, nats_url: str, ingest: ServiceProcess, sim: Sim, count: int
 ) -> dict[str, Any]:
     recorder = Recorder()
     standin = RecordingStandIn("bench-standin-token-" + "0" * 44, recorder)
@@ -323,7 +324,7 @@ async def zabbix_run(
     work: Path,
     nats_url: str,
     ingest_port: int,
-    sim: SimJournal,
+    sim: Sim,
     count: int,
     stack: AsyncExitStack,
 ) -> dict[str, Any]:
@@ -408,8 +409,8 @@ async def main() -> None:
         work = Path(tmp)
         async with AsyncExitStack() as stack:
             sim_proc = stack.enter_context(sim_process(work, scenario=PRESSES_ONE))
-            sim = SimJournal(sim_proc.url)
-            stack.push_async_callback(sim.aclose)
+            sim = sim_client(sim_proc.url)
+            stack.push_async_callback(sim.http.aclose)
             ingest_port = free_port()
             ingest = stack.enter_context(
                 ServiceProcess(

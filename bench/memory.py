@@ -49,7 +49,6 @@ from bench.common import (
     INGEST_TOKEN,
     PRESSES_ONE,
     Figure,
-    SimJournal,
     clean,
     dialer_env,
     eventually,
@@ -65,6 +64,7 @@ from bench.common import (
     save,
     scrape,
     serve_in_process,
+    sim_client,
     sim_process,
     size,
 )
@@ -72,6 +72,7 @@ from yobidashi_devstack.zabbix_standin import ZabbixStandIn, router
 from yobidashi_testing import payloads
 from yobidashi_testing.nats_server import free_port
 from yobidashi_testing.processes import ServiceProcess
+from yobidashi_testing.stack import Sim
 
 SIZES = {"quick": (5_000, 200), "default": (33_334, 1_000), "full": (100_000, 3_000)}
 SERVICES = ("ingest", "dialer", "acker")
@@ -135,7 +136,7 @@ async def post_all(url: str, items: Iterator[dict[str, Any]]) -> tuple[int, int]
     return sent, errors
 
 
-async def drained(nats_url: str, sim: SimJournal) -> bool:
+async def drained(nats_url: str, sim: Sim) -> bool:
     """No consumer has work left (timers excepted: they wait on the server on purpose) and the
     simulator has no queued or live call."""
     health = await sim.health()
@@ -155,7 +156,7 @@ async def drained(nats_url: str, sim: SimJournal) -> bool:
     return True
 
 
-async def settle(nats_url: str, sim: SimJournal, limit: float) -> float:
+async def settle(nats_url: str, sim: Sim, limit: float) -> float:
     began = time.monotonic()
 
     async def check() -> bool:
@@ -191,8 +192,8 @@ async def main() -> None:
         work = Path(tmp)
         async with AsyncExitStack() as stack:
             sim_proc = stack.enter_context(sim_process(work, scenario=BUSY, time_scale="0.05"))
-            sim = SimJournal(sim_proc.url)
-            stack.push_async_callback(sim.aclose)
+            sim = sim_client(sim_proc.url)
+            stack.push_async_callback(sim.http.aclose)
             standin = ZabbixStandIn("bench-memory-token-" + "0" * 45)
             app = FastAPI()
             app.include_router(router(standin))

@@ -171,6 +171,14 @@ class Sim:
         creates: list[dict[str, Any]] = response.json()["creates"]
         return creates
 
+    async def health(self) -> dict[str, Any]:
+        health: dict[str, Any] = (await self.http.get("/healthz")).json()
+        return health
+
+    async def clear(self) -> None:
+        """Forget every call and create in the journal."""
+        (await self.http.delete("/sim/journal")).raise_for_status()
+
     async def press(self, number: str, digits: str) -> None:
         response = await self.http.post(f"/sim/phones/{number}/digits", json={"digits": digits})
         response.raise_for_status()
