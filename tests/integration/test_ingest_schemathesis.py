@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import nats
 import pytest
 import requests
 import schemathesis
@@ -30,10 +29,9 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from yobidashi_common.events import AlertEvent
-from yobidashi_common.subjects import ALERTS_STREAM
 from yobidashi_testing.nats_server import NatsServer
 from yobidashi_testing.processes import ServiceProcess
+from yobidashi_testing.stack import stored_alerts
 
 pytestmark = pytest.mark.integration
 
@@ -95,22 +93,6 @@ def check(case: Case[Any], response: Response, auth: str, seen: dict[tuple[str, 
         assert body["message"]
 
 
-async def stored(url: str) -> list[AlertEvent]:
-    nc = await nats.connect(url)
-    try:
-        js = nc.jetstream()
-        info = await js.stream_info(ALERTS_STREAM)
-        if info.state.messages == 0:
-            return []
-        found = []
-        for seq in range(info.state.first_seq, info.state.last_seq + 1):
-            msg = await js.get_msg(ALERTS_STREAM, seq)
-            found.append(AlertEvent.model_validate_json(msg.data or b""))
-        return found
-    finally:
-        await nc.close()
-
-
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
 async def test_generated_cases_never_5xx_and_4xx_are_json(
     ingest: ServiceProcess,
@@ -145,5 +127,5 @@ async def test_generated_cases_never_5xx_and_4xx_are_json(
         assert seen.get(("right", 202)), "no schema-conforming body was accepted"
     else:
         assert seen.get(("right", 422)), "no schema-violating body was refused"
-    events = await stored(nats_server.url)
+    events = await stored_alerts(nats_server.url)
     assert sorted(e.dedup_key for e in events) == sorted(accepted)

@@ -11,12 +11,12 @@ import httpx
 import nats
 import pytest
 
-from yobidashi_common.events import AlertEvent
 from yobidashi_common.subjects import ALERTS_STREAM
 from yobidashi_ingest.app import create_app
 from yobidashi_ingest.settings import IngestSettings
 from yobidashi_testing import payloads
 from yobidashi_testing.nats_server import NatsServer
+from yobidashi_testing.stack import stored_alerts
 
 pytestmark = pytest.mark.integration
 
@@ -42,22 +42,6 @@ async def running(s: IngestSettings) -> AsyncIterator[httpx.AsyncClient]:
             yield client
 
 
-async def stored_messages(url: str) -> list[AlertEvent]:
-    nc = await nats.connect(url)
-    try:
-        js = nc.jetstream()
-        info = await js.stream_info(ALERTS_STREAM)
-        events: list[AlertEvent] = []
-        if info.state.messages == 0:
-            return events
-        for seq in range(info.state.first_seq, info.state.last_seq + 1):
-            msg = await js.get_msg(ALERTS_STREAM, seq)
-            events.append(AlertEvent.model_validate_json(msg.data or b""))
-        return events
-    finally:
-        await nc.close()
-
-
 async def test_without_or_with_a_wrong_token_is_401(nats_url: str) -> None:
     async with running(settings(nats_url)) as client:
         body = payloads.problem()
@@ -70,7 +54,7 @@ async def test_without_or_with_a_wrong_token_is_401(nats_url: str) -> None:
         assert response.status_code == 401
         assert response.json()["error"] == "unauthorized"
         assert response.headers["www-authenticate"] == "Bearer"
-    assert await stored_messages(nats_url) == []
+    assert await stored_alerts(nats_url) == []
 
 
 async def test_malformed_json_is_422_with_a_readable_reason(nats_url: str) -> None:
@@ -91,7 +75,7 @@ async def test_invalid_fields_are_422_naming_each_field(nats_url: str) -> None:
     assert fields == {"event_id", "event_nseverity"}
     assert not_object.status_code == 422
     assert not_object.json()["message"] == "body must be a JSON object"
-    assert await stored_messages(nats_url) == []
+    assert await stored_alerts(nats_url) == []
 
 
 async def test_missing_severity_is_422_not_500(nats_url: str) -> None:
@@ -125,7 +109,7 @@ async def test_valid_body_is_202_and_five_sends_store_exactly_one(nats_url: str)
     assert [a.status_code for a in answers] == [202] * 5
     assert [a.json()["duplicate"] for a in answers] == [False, True, True, True, True]
     assert len({a.json()["id"] for a in answers}) == 1
-    stored = await stored_messages(nats_url)
+    stored = await stored_alerts(nats_url)
     assert len(stored) == 1
     assert stored[0].source_event_id == "101"
     assert stored[0].dedup_key == answers[0].json()["id"]
@@ -142,7 +126,7 @@ async def test_distinct_notifications_are_all_stored(nats_url: str) -> None:
     async with running(settings(nats_url)) as client:
         answers = [await client.post("/v1/zabbix", json=b, headers=AUTH) for b in bodies]
     assert all(a.status_code == 202 and not a.json()["duplicate"] for a in answers)
-    stored = await stored_messages(nats_url)
+    stored = await stored_alerts(nats_url)
     assert [e.status.value for e in stored] == [
         "problem",
         "problem",
@@ -180,7 +164,7 @@ async def test_503_while_nats_is_down_then_202_once_it_is_back(nats_server: Nats
     assert ready_down.status_code == 503
     assert back.status_code == 202
     assert back.json()["duplicate"] is False
-    assert len(await stored_messages(nats_server.url)) == 1
+    assert len(await stored_alerts(nats_server.url)) == 1
 
 
 async def _eventually_ready(client: httpx.AsyncClient) -> None:

@@ -17,7 +17,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
-import nats
 import pytest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from hypothesis import HealthCheck, event, example, given, settings
@@ -25,7 +24,6 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from yobidashi_common.events import AlertEvent, AlertStatus
-from yobidashi_common.subjects import ALERTS_STREAM
 from yobidashi_ingest.app import create_app
 from yobidashi_ingest.settings import IngestSettings
 from yobidashi_ingest.zabbix import (
@@ -37,6 +35,7 @@ from yobidashi_ingest.zabbix import (
 )
 from yobidashi_testing import payloads
 from yobidashi_testing.nats_server import NatsServer
+from yobidashi_testing.stack import stored_alerts
 
 NOW = datetime(2026, 11, 24, 18, 50, tzinfo=UTC)
 TOKEN = "property-ingest-token-0123456789"
@@ -296,25 +295,6 @@ def check_answer(status: int, body: bytes, accepted: list[str]) -> None:
             assert detail["field"].split(".")[0] in FIELDS, detail
 
 
-def stored_alerts(url: str) -> list[AlertEvent]:
-    async def read() -> list[AlertEvent]:
-        nc = await nats.connect(url)
-        try:
-            js = nc.jetstream()
-            info = await js.stream_info(ALERTS_STREAM)
-            found: list[AlertEvent] = []
-            if info.state.messages == 0:
-                return found
-            for seq in range(info.state.first_seq, info.state.last_seq + 1):
-                msg = await js.get_msg(ALERTS_STREAM, seq)
-                found.append(AlertEvent.model_validate_json(msg.data or b""))
-            return found
-        finally:
-            await nc.close()
-
-    return asyncio.run(read())
-
-
 @pytest.mark.integration
 def test_the_endpoint_answers_any_body_with_202_or_a_clean_4xx(
     ingest: Ingest, nats_server: NatsServer
@@ -354,7 +334,7 @@ def test_the_endpoint_answers_any_body_with_202_or_a_clean_4xx(
 
     post_json()
     post_bytes()
-    stored = stored_alerts(nats_server.url)
+    stored = asyncio.run(stored_alerts(nats_server.url))
     # Everything answered 202 (and not a duplicate) was stored once, and decodes.
     assert sorted(e.dedup_key for e in stored) == sorted(accepted)
     for alert in stored:

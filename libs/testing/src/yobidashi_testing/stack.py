@@ -23,7 +23,7 @@ from pydantic import BaseModel
 
 from yobidashi_common.bus import BUS_HANDLED
 from yobidashi_common.events import AlertEvent, AlertStatus, Severity
-from yobidashi_common.subjects import alert_subject
+from yobidashi_common.subjects import ALERTS_STREAM, alert_subject
 from yobidashi_dialer.app import Dialer, create_app
 from yobidashi_dialer.settings import DialerSettings
 from yobidashi_testing.nats_server import free_port
@@ -123,6 +123,12 @@ class Bus:
             if msg.subject.startswith(subject_prefix):
                 found.append(model.model_validate_json(msg.data))
         return found
+
+
+async def stored_alerts(url: str) -> list[AlertEvent]:
+    """Every ``AlertEvent`` stored on the alerts stream, in order."""
+    async with Bus(url) as bus:
+        return await bus.messages(ALERTS_STREAM, "yobidashi.alerts.v1.", AlertEvent)
 
 
 @dataclass(frozen=True)
