@@ -82,7 +82,8 @@ class DialWorker:
         request = delivery.event
         bind_trace(delivery.traceparent, call_id=request.call_id)
         me = Waiting(call_id=request.call_id, target=request.targets[0])
-        if await self._wanted(me) is None:
+        mine = await self._wanted(me)
+        if mine is None:
             log.info("dial.dropped", reason="no longer wanted")
             return
         bundle_key = kv_key(request.contact.id, request.bundle or "default")
@@ -93,7 +94,9 @@ class DialWorker:
             await self._join(decision.call_id or "", me)
             return
         group = decision.requests or await self._group(bundle_key, request.call_id, me)
-        wanted = [(w, i) for w in group if (i := await self._wanted(w)) is not None]
+        wanted = [
+            (w, i) for w in group if (i := mine if w == me else await self._wanted(w)) is not None
+        ]
         if not wanted:
             await self.bundles.mutate(bundle_key, lambda s: call_over(s, request.call_id))
             log.info("dial.dropped", reason="every problem of the call was taken care of")
@@ -102,9 +105,11 @@ class DialWorker:
 
     async def _arbitrate(self, key: str, me: Waiting, request: DialRequest) -> Decision:
         decision: Decision | None = None
+        newly_held = False
 
         def change(state: BundleState | None) -> BundleState:
-            nonlocal decision
+            nonlocal decision, newly_held
+            newly_held = state is None or all(w.call_id != me.call_id for w in state.pending)
             new, decision = arbitrate(
                 state,
                 me,
@@ -116,12 +121,9 @@ class DialWorker:
             )
             return new
 
-        before = await self.bundles.get(key)
         await self.bundles.mutate(key, change)
         assert decision is not None
-        if decision.action == "wait" and (
-            before is None or all(w.call_id != me.call_id for w in before[0].pending)
-        ):
+        if decision.action == "wait" and newly_held:
             metrics.HELD.labels(decision.reason).inc()
             log.info("dial.held", reason=decision.reason, until=round(decision.until, 1))
         return decision
@@ -200,25 +202,27 @@ class DialWorker:
         self, request: DialRequest, bundle_key: str, wanted: list[tuple[Waiting, Incident]]
     ) -> CallRecord | None:
         """Create the dial marker, or decide what an existing one means. None: nothing to do."""
+        # Create first: on the usual path the marker does not exist yet, and this is one round
+        # trip instead of two.
+        fresh = CallRecord(
+            call_id=request.call_id,
+            targets=[w.target for w, _ in wanted],
+            problems=[i.problem for _, i in wanted],
+            contact=request.contact,
+            from_number=self.settings.caller_id_for(request.contact.number),
+            spoken=[
+                Spoken(severity=i.severity, host=i.host, title=i.title, started_at=i.started_at)
+                for _, i in wanted
+            ],
+            state="placing",
+            placing_since=_now(),
+            bundle_key=bundle_key,
+        )
+        if await self.calls.create(request.call_id, fresh) is not None:
+            return fresh
         existing = await self.calls.get(request.call_id)
         if existing is None:
-            record = CallRecord(
-                call_id=request.call_id,
-                targets=[w.target for w, _ in wanted],
-                problems=[i.problem for _, i in wanted],
-                contact=request.contact,
-                from_number=self.settings.caller_id_for(request.contact.number),
-                spoken=[
-                    Spoken(severity=i.severity, host=i.host, title=i.title, started_at=i.started_at)
-                    for _, i in wanted
-                ],
-                state="placing",
-                placing_since=_now(),
-                bundle_key=bundle_key,
-            )
-            if await self.calls.create(request.call_id, record) is None:
-                raise RetryLater("another worker is placing this call", delay=1.0)
-            return record
+            raise RetryLater("the call's marker changed under us", delay=1.0)
         record, revision = existing
         if record.state == "placed" and record.call_sid:
             await self._tell_placed(

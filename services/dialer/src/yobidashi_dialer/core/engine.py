@@ -66,7 +66,7 @@ class Engine:
             found = await self.incidents.get(key)
             state, revision = found if found else (None, 0)
             if state is not None and event.id in state.applied:
-                return await self._flush(key, state)
+                return await self._flush(key, state, revision)
             transition = decide(state, event, self.now(), self.rules())
             new = transition.state
             if new is None:
@@ -80,10 +80,11 @@ class Engine:
             if stored is None:
                 continue  # another writer got there first: decide again on their result
             self._observe(transition)
-            return await self._flush(key, new)
+            return await self._flush(key, new, stored)
         raise RuntimeError(f"incident {problem_key}: too many concurrent writers")
 
-    async def _flush(self, key: str, incident: Incident) -> Incident:
+    async def _flush(self, key: str, incident: Incident, revision: int) -> Incident:
+        """Carry out the outbox of ``incident`` (stored at ``revision``), then prune it."""
         if not incident.outbox:
             return incident
         done: set[str] = set()
@@ -92,7 +93,9 @@ class Engine:
                 await self.runner.run(incident, command)
                 done.add(command.id)
         finally:
-            if done:
+            # Usually nobody wrote meanwhile: one compare-and-set, without reading it again.
+            pruned = _without(incident, done) if done else None
+            if pruned is not None and await self.incidents.update(key, pruned, revision) is None:
                 await self.incidents.mutate(key, lambda s: _without(s, done))
         incident.outbox = [c for c in incident.outbox if c.id not in done]
         return incident
