@@ -66,8 +66,9 @@ run: venv ## the whole stack on this machine with the Twilio simulator and a web
 run-zabbix: venv zabbix-install ## `make run`, plus the local real Zabbix 6.0 wired to ingest
 	$(VENV)/bin/yobidashi-devstack --with-zabbix
 
-screenshots: setup ## regenerate docs/images/*.png from the browser tests
-	YOBIDASHI_UPDATE_SCREENSHOTS=1 $(VENV)/bin/pytest tests/e2e/test_web_phone.py
+screenshots: setup zabbix-up ## regenerate docs/images/*.png (the web phone, the dashboard preview)
+	YOBIDASHI_UPDATE_SCREENSHOTS=1 $(VENV)/bin/pytest -p no:cacheprovider \
+		tests/e2e/test_web_phone.py tests/integration/test_dashboard_queries.py
 
 test-unit: venv ## only the fast tests that need nothing running
 	$(VENV)/bin/pytest -m "not integration and not zabbix and not e2e and not chaos"

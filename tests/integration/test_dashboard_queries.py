@@ -30,7 +30,8 @@ from typing import Any
 import httpx
 import pytest
 
-from yobidashi_testing import payloads
+from yobidashi_testing import dashboard_preview, payloads
+from yobidashi_testing.dashboard_preview import Series, panels
 from yobidashi_testing.e2e import E2E, INGEST_TOKEN, e2e_stack
 from yobidashi_testing.nats_server import free_port
 from yobidashi_testing.processes import script
@@ -43,6 +44,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.zabbix, pytest.mark.e2e]
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARD = REPO / "deploy" / "grafana" / "dashboards" / "yobidashi.json"
 RULES = REPO / "deploy" / "prometheus" / "rules.yml"
+SCREENSHOT = REPO / "docs" / "images" / "dashboard-preview.png"
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 
 DATA_LIMIT = 180.0  # hang guards, never speed assertions
@@ -129,12 +131,6 @@ class Query:
             .replace("$__interval", STEP)
             .replace("$__range", f"{range_seconds}s")
         )
-
-
-def panels(items: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    for panel in items:
-        yield panel
-        yield from panels(panel.get("panels", []))
 
 
 def dashboard_queries() -> list[Query]:
@@ -237,15 +233,28 @@ class Prometheus:
     async def evaluate(self, query: Query, started: float) -> list[float]:
         """Every sample value the query returns: at the end of the range for instant queries
         (stat panels), at each step from Prometheus' start for range queries."""
+        series = await self.series(query, started)
+        return [v for s in series for v in s.values if math.isfinite(v)]
+
+    async def series(self, query: Query, started: float) -> list[Series]:
+        """What the panel draws: each series with its labels, one value per step (NaN where
+        Prometheus has no sample), or its one value for an instant query."""
         now = time.time()
         promql = query.promql(max(int(now - started), 1))
         if query.instant:
             data = await self.api("query", query=promql, time=f"{now:.3f}")
-            return [float(s["value"][1]) for s in data["result"]]
+            return [Series(s["metric"], [float(s["value"][1])]) for s in data["result"]]
         data = await self.api(
             "query_range", query=promql, start=f"{started:.3f}", end=f"{now:.3f}", step=STEP
         )
-        return [float(v) for s in data["result"] for _, v in s["values"]]
+        steps = int(now - started) + 1
+        found = []
+        for s in data["result"]:
+            values = [math.nan] * steps
+            for at, value in s["values"]:
+                values[min(round(float(at) - started), steps - 1)] = float(value)
+            found.append(Series(s["metric"], values))
+        return found
 
     async def active_alerts(self) -> set[str]:
         data = await self.api("alerts")
@@ -427,10 +436,20 @@ async def test_every_dashboard_query_returns_data_from_the_real_services(
             ):
                 await Scenario(e2e, http).run()
                 results = await wait_for_data(prom, queries, started)
+                drawn = {(q.panel_id, q.ref): await prom.series(q, started) for q in queries}
                 rules = await prom.api("rules")
                 active = await prom.active_alerts()
 
     report(results)
+    # The README's picture of the dashboard: Grafana cannot be installed here, so a preview of
+    # the same panels with this data (yobidashi_testing.dashboard_preview says how it differs).
+    preview = tmp_path / "dashboard.png"
+    note = "preview drawn by tests/integration/test_dashboard_queries.py, not by Grafana"
+    document = dashboard_preview.page(json.loads(DASHBOARD.read_text()), drawn, note)
+    await asyncio.to_thread(dashboard_preview.screenshot, document, preview)
+    assert preview.read_bytes().startswith(b"\x89PNG")
+    if os.environ.get("YOBIDASHI_UPDATE_SCREENSHOTS") == "1":
+        shutil.copy(preview, SCREENSHOT)
     empty = [name for name, values in results.items() if not any(map(math.isfinite, values))]
     assert empty == [], f"panels without data: {empty}"
     # Data is not enough: each panel shows the scenario's signal, not a flat zero.
