@@ -39,6 +39,8 @@ from yobidashi_acker.settings import AckerSettings
 from yobidashi_common.settings import NatsSettings, ServiceSettings
 from yobidashi_dialer.settings import DialerSettings
 from yobidashi_ingest.settings import IngestSettings
+from yobidashi_testing.dockerfile import instructions as dockerfile_instructions
+from yobidashi_testing.dockerfile import replay_build_stage
 from yobidashi_twilio_sim.settings import DEFAULT_AUTH_TOKEN, SimSettings
 
 Obj = dict[str, Any]
@@ -473,14 +475,7 @@ IMAGES = {
 
 
 def instructions(dockerfile: str) -> list[tuple[str, str]]:
-    text = re.sub(r"\\\n\s*", " ", (REPO / dockerfile).read_text())
-    out = []
-    for line in text.splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            keyword, _, rest = line.partition(" ")
-            out.append((keyword.upper(), rest.strip()))
-    return out
+    return dockerfile_instructions(REPO / dockerfile)
 
 
 def workspace_members() -> set[str]:
@@ -530,37 +525,10 @@ def test_image_is_multi_stage_non_root_and_complete(dockerfile: str) -> None:
 def test_build_stage_commands_produce_a_working_install(dockerfile: str, tmp_path: Path) -> None:
     """The build stage's own commands, replayed on exactly what it COPYs."""
     _, check = IMAGES[dockerfile]
-    src = tmp_path / "src"
-    src.mkdir()
-    venv = tmp_path / "venv"
-    env = {**os.environ, "UV_PROJECT_ENVIRONMENT": str(venv), "UV_PYTHON_DOWNLOADS": "never"}
-    env["UV_LINK_MODE"] = "copy"
-    env.pop("VIRTUAL_ENV", None)
-    for keyword, value in instructions(dockerfile):
-        if keyword == "FROM" and value.startswith("python:") and (venv / "bin").exists():
-            break  # the run stage
-        if keyword == "COPY" and not value.startswith("--from"):
-            *sources, dest = value.split()
-            for source in sources:
-                if (REPO / source).is_dir():
-                    shutil.copytree(
-                        REPO / source,
-                        src / dest,
-                        dirs_exist_ok=True,
-                        ignore=shutil.ignore_patterns("__pycache__", "tests"),
-                    )
-                    continue
-                target = src / dest
-                if dest.endswith("/") or dest in {".", "./"}:
-                    target = target / Path(source).name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy(REPO / source, target)
-        if keyword == "RUN" and "uv sync" in value:
-            arguments = value.split("uv sync", 1)[1].split()
-            subprocess.run([str(UV), "sync", *arguments], cwd=src, env=env, check=True)
+    venv = replay_build_stage(REPO / dockerfile, REPO, tmp_path, UV)
     entry = json.loads(next(v for k, v in instructions(dockerfile) if k == "ENTRYPOINT"))
     assert (venv / "bin" / entry[0]).exists()
-    shutil.rmtree(src)  # a non-editable install must not need the sources
+    shutil.rmtree(tmp_path / "src")  # a non-editable install must not need the sources
     result = subprocess.run(
         [str(venv / "bin" / "python"), "-c", check], capture_output=True, text=True, check=False
     )

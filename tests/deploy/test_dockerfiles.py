@@ -6,8 +6,6 @@ replayed in a scratch directory holding exactly what the Dockerfile COPYs.
 
 from __future__ import annotations
 
-import os
-import re
 import shutil
 import subprocess
 import tomllib
@@ -15,21 +13,16 @@ from pathlib import Path
 
 import pytest
 
+from yobidashi_testing.dockerfile import instructions as dockerfile_instructions
+from yobidashi_testing.dockerfile import replay_build_stage
+
 REPO = Path(__file__).resolve().parents[2]
 SERVICES = ["ingest", "dialer", "acker"]
 UV = REPO / ".tools" / "bootstrap" / "bin" / "uv"
 
 
 def instructions(service: str) -> list[tuple[str, str]]:
-    text = (REPO / "services" / service / "Dockerfile").read_text()
-    text = re.sub(r"\\\n\s*", " ", text)
-    out = []
-    for line in text.splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            keyword, _, rest = line.partition(" ")
-            out.append((keyword.upper(), rest.strip()))
-    return out
+    return dockerfile_instructions(REPO / "services" / service / "Dockerfile")
 
 
 @pytest.mark.parametrize("service", SERVICES)
@@ -67,39 +60,11 @@ def test_every_copied_path_exists(service: str) -> None:
 def test_build_stage_commands_produce_a_runnable_console_script(
     service: str, tmp_path: Path
 ) -> None:
-    src = tmp_path / "src"
-    src.mkdir()
-    env = {
-        **os.environ,
-        "UV_PROJECT_ENVIRONMENT": str(tmp_path / "venv"),
-        "UV_PYTHON_DOWNLOADS": "never",
-        "UV_LINK_MODE": "copy",
-    }
-    env.pop("VIRTUAL_ENV", None)
-    for keyword, value in instructions(service):
-        if keyword == "COPY" and not value.startswith("--from"):
-            *sources, dest = value.split()
-            for source in sources:
-                if (REPO / source).is_dir():
-                    shutil.copytree(
-                        REPO / source,
-                        src / dest,
-                        dirs_exist_ok=True,
-                        ignore=shutil.ignore_patterns("__pycache__", "tests"),
-                    )
-                    continue
-                target = src / dest
-                if dest.endswith("/") or dest in {".", "./"}:
-                    target = target / Path(source).name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy(REPO / source, target)
-        if keyword == "RUN" and "uv sync" in value:
-            command = value.split("uv sync", 1)[1].split()
-            subprocess.run([str(UV), "sync", *command], cwd=src, env=env, check=True)
+    replay_build_stage(REPO / "services" / service / "Dockerfile", REPO, tmp_path, UV)
     console = tmp_path / "venv" / "bin" / f"yobidashi-{service}"
     assert console.exists()
     # The non-editable install must not point back into the source tree.
-    shutil.rmtree(src)
+    shutil.rmtree(tmp_path / "src")
     result = subprocess.run(
         [str(tmp_path / "venv" / "bin" / "python"), "-c", f"import yobidashi_{service}.main"],
         capture_output=True,
