@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import IntEnum, StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
@@ -164,6 +164,21 @@ class ContactRef(BaseModel):
     timezone: str = "Asia/Tokyo"
 
 
+# Twilio's CallStatus values.
+CallStatus = Literal[
+    "queued",
+    "initiated",
+    "ringing",
+    "in-progress",
+    "completed",
+    "busy",
+    "no-answer",
+    "failed",
+    "canceled",
+]
+CALL_STATUSES: frozenset[str] = frozenset(get_args(CallStatus))
+
+
 class CallStatusChanged(Contract):
     """A Twilio status or answering-machine callback, verified and stored as it came.
 
@@ -174,17 +189,7 @@ class CallStatusChanged(Contract):
     call_sid: NonEmpty
     problems: list[ProblemRef]
     contact: ContactRef
-    status: Literal[
-        "queued",
-        "initiated",
-        "ringing",
-        "in-progress",
-        "completed",
-        "busy",
-        "no-answer",
-        "failed",
-        "canceled",
-    ]
+    status: CallStatus
     answered_by: str | None = Field(None, description="human, machine_start, machine_end_beep…")
     sequence: int | None = None
     duration_seconds: int | None = None

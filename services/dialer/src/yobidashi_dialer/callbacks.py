@@ -17,7 +17,7 @@ from starlette.datastructures import ImmutableMultiDict
 from twilio.request_validator import RequestValidator, get_signature_algorithm
 
 from yobidashi_common.bus import Bus, BusUnavailable, KvStore
-from yobidashi_common.events import CallStatusChanged, KeyAction, KeyPressed
+from yobidashi_common.events import CALL_STATUSES, CallStatusChanged, KeyAction, KeyPressed
 from yobidashi_common.subjects import calls_subject, keys_subject
 from yobidashi_common.telemetry import bind_trace, get_logger
 from yobidashi_dialer import metrics
@@ -32,17 +32,6 @@ log = get_logger(__name__)
 XML = "application/xml"
 MAX_CALLBACK_BYTES = 64 * 1024
 Form = ImmutableMultiDict[str, str]
-STATUSES = {
-    "queued",
-    "initiated",
-    "ringing",
-    "in-progress",
-    "completed",
-    "busy",
-    "no-answer",
-    "failed",
-    "canceled",
-}
 
 
 def _when(form: Mapping[str, str]) -> datetime:
@@ -133,7 +122,7 @@ class Callbacks:
         form = await self._verified(request, "status")
         record = await self._record(request, form)
         status = str(form.get("CallStatus", ""))
-        if record is None or status not in STATUSES:
+        if record is None or status not in CALL_STATUSES:
             return Response(status_code=204)
         sequence = _int(str(form.get("SequenceNumber", "")))
         event = CallStatusChanged(
@@ -141,7 +130,7 @@ class Callbacks:
             call_sid=str(form["CallSid"]),
             problems=record.problems,
             contact=record.contact_ref(),
-            status=status,  # checked against STATUSES above
+            status=status,  # checked against CALL_STATUSES above
             answered_by=str(form.get("AnsweredBy") or "") or None,
             sequence=sequence,
             duration_seconds=_int(str(form.get("CallDuration", ""))),

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import get_args
 
 from yobidashi_common.bus import Bus, RetryLater
-from yobidashi_common.events import CallStatusChanged, EscalationExhausted
+from yobidashi_common.events import CALL_STATUSES, CallStatusChanged, EscalationExhausted
 from yobidashi_common.subjects import calls_subject, escalations_subject
 from yobidashi_common.telemetry import get_logger
 from yobidashi_dialer.core.model import (
@@ -31,7 +30,6 @@ from yobidashi_dialer.telephony import Telephony, TelephonyError
 from yobidashi_dialer.voice import PHRASES, Announcement, Voices, voicemail_twiml
 
 log = get_logger(__name__)
-CALL_STATUSES = frozenset(get_args(CallStatusChanged.model_fields["status"].annotation))
 
 
 class Runner:
