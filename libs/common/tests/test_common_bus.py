@@ -13,6 +13,8 @@ from pathlib import Path
 import nats
 import nats.js.errors
 import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
 from nats.aio.msg import Msg
 from nats.js.api import StreamConfig
 
@@ -321,7 +323,16 @@ async def test_kv_store_recent_lists_the_last_written_keys_newest_first(nats_url
 
 def test_kv_key_escapes_what_nats_forbids() -> None:
     assert kv_key("zabbix:17", "+819012345678") == "zabbix=3A17.=2B819012345678"
-    assert kv_key("a b", "ok_-=/") == "a=20b.ok_-=/"
+    assert kv_key("a b", "ok_-=/") == "a=20b.ok_-=3D/"
+
+
+@given(
+    st.lists(st.text(max_size=8), min_size=1, max_size=3),
+    st.lists(st.text(max_size=8), min_size=1, max_size=3),
+)
+def test_kv_key_never_gives_two_different_keys_one_name(a: list[str], b: list[str]) -> None:
+    assume(a != b)
+    assert kv_key(*a) != kv_key(*b)
 
 
 def test_connect_options_carry_each_credential_kind(tmp_path: Path) -> None:

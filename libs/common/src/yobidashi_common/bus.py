@@ -556,11 +556,15 @@ class Consumer(Generic[M]):
 
 # -- key-value ------------------------------------------------------------------------------------
 
-_KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_\-=/]")
+# "=" is the escape character, so it is escaped too: two different parts never share a key.
+_KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_\-/]")
 
 
 def kv_key(*parts: str) -> str:
-    """Join parts into a valid KV key; characters NATS forbids are escaped, dots separate parts."""
+    """Join parts into a valid KV key; characters NATS forbids are escaped, dots separate parts.
+
+    Distinct parts give distinct keys: a key is someone's state, and two sharing one would
+    merge it."""
     return ".".join(_KEY_UNSAFE.sub(lambda m: f"={ord(m.group(0)):02X}", p) for p in parts)
 
 
