@@ -148,11 +148,19 @@ def test_ack_in_the_zabbix_ui_is_news_but_our_own_ack_is_recognised() -> None:
     )
     assert ours.update is not None
     assert ours.update.from_yobidashi
-    by_marker = normalize(
-        payloads.update(user="Renamed (other)", message="... via Yobidashi at 03:12")
+
+
+def test_a_person_who_writes_the_marker_is_still_a_person() -> None:
+    """Who made an update is decided by the username, never by text in the message."""
+    typed = normalize(
+        payloads.update(user="Taro Yamada (yamada)", message="escalated via Yobidashi at 03:12")
     )
-    assert by_marker.update is not None
-    assert by_marker.update.from_yobidashi
+    assert typed.update is not None
+    assert not typed.update.from_yobidashi
+    assert typed.acknowledged
+    named_like_us = normalize(payloads.update(user="yobidashi-acker (yamada)", message="ok"))
+    assert named_like_us.update is not None
+    assert not named_like_us.update.from_yobidashi
 
 
 def test_an_updater_the_recipient_may_not_see_is_unknown_not_inaccessible_user() -> None:

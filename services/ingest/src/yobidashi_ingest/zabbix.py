@@ -263,13 +263,21 @@ def _new_severity(payload: ZabbixWebhook, actions: list[UpdateAction]) -> Severi
 
 
 def _is_own_update(payload: ZabbixWebhook, own_users: list[str], marker: str) -> bool:
-    """Our acker's acknowledgement comes back as an update: recognise it by user or marker."""
+    """Our acker's acknowledgement comes back as an update: recognise it by who made it.
+
+    The username decides whenever Zabbix shows it: the marker is text anyone can type into
+    an acknowledgement ("escalated via Yobidashi"), and a person's UI ack taken for ours would
+    leave the phones ringing. Only when the recipient may not see the updater
+    ("Inaccessible user") does the marker stand in for the username. (So an acker user
+    renamed in Zabbix must be renamed in ZABBIX_OWN_USERS too.)
+    """
     user = (payload.update_user or "").strip()
-    # {USER.FULLNAME} renders as "Name Surname (username)"; match the username.
-    username = user[user.rfind("(") + 1 : -1] if user.endswith(")") and "(" in user else user
-    if username and username in own_users:
-        return True
-    return bool(marker) and marker in (payload.update_message or "")
+    message = payload.update_message or ""
+    if user and user != INACCESSIBLE_USER:
+        # {USER.FULLNAME} renders as "Name Surname (username)"; the username is the last group.
+        username = user[user.rfind("(") + 1 : -1] if user.endswith(")") and "(" in user else user
+        return username in own_users
+    return bool(marker) and marker in message
 
 
 def dedup_key(payload: ZabbixWebhook, status: AlertStatus) -> str:
