@@ -196,3 +196,69 @@ def test_run_with_zabbix_pages_from_a_real_problem_and_acks_it_in_zabbix(
         assert stack.interrupt() == 0
     finally:
         stack.kill()
+
+
+def test_two_phones_that_mask_alike_each_hear_only_their_own_problems(tmp_path: Path) -> None:
+    """Issue 11 in the web phone: two Zabbix users whose numbers share the last four digits
+    (both +81 90-****-5678). B is paged while A is on the phone, then A gets a second
+    problem; B's phone hears only B's, and B's 1 acknowledges only B's in Zabbix."""
+    a, b = "+819011115678", "+819022225678"
+    zabbix_driven = tmp_path / "no-routes.yaml"
+    zabbix_driven.write_text("contacts: []\n")
+    stack = Devstack(
+        tmp_path / "run", "--config", str(zabbix_driven), "--phone", a, "--phone", b
+    ).start()
+    try:
+        console = stack.urls["console"]
+        card_a, card_b = (f'.phone[data-number="{n}"]' for n in (a, b))
+
+        def spoken(card: str) -> str:
+            return str(page.inner_text(f"{card} .spoken"))
+
+        with chromium() as browser:
+            page = browser.new_page(viewport={"width": 1360, "height": 900})
+            page.goto(f"{console}/phone")
+            page.click(f"{card_a} .page")  # A's first problem, as Zabbix would send it
+            page.wait_for_selector(f'{card_a}[data-state="talking"]', timeout=60_000)
+
+            post(f"{console}/api/test-alert", {"sendto": b, "name": "B の障害"})
+            post(f"{console}/api/test-alert", {"sendto": a, "name": "A の二つ目の障害"})
+            page.wait_for_function(
+                f"document.querySelector('{card_b} .spoken').textContent.includes('B の障害')",
+                timeout=60_000,
+            )
+            page.wait_for_selector(
+                f'{card_b}[data-state="talking"] .keypad button:not([disabled])', timeout=60_000
+            )
+            assert "A の二つ目の障害" not in spoken(card_b)
+            assert "HTTP サービスが応答しません" not in spoken(card_b)
+            page.click(f'{card_b} .keypad button[data-key="1"]')
+            page.wait_for_function(
+                "[...document.querySelectorAll('.incident')].some(i => "
+                "i.textContent.includes('B の障害') && i.querySelector('.status.acknowledged'))",
+                timeout=60_000,
+            )
+
+            # A, still on the line about A's first problem, takes that one. (A's second waits
+            # for A's bundle window, then rings A: tests/integration/test_dialer_identity.py.)
+            assert "B の障害" not in spoken(card_a)
+            page.click(f'{card_a} .keypad button[data-key="1"]')
+
+        state = get(f"{console}/api/state")
+        by_title = {i["title"]: i for i in state["incidents"]}
+        assert by_title["B の障害"]["status"] == "acknowledged"
+        assert by_title["A の二つ目の障害"]["status"] == "open"
+        b_event = by_title["B の障害"]["problem"]["source_event_id"]
+        a1_event = by_title["HTTP サービスが応答しません"]["problem"]["source_event_id"]
+        acked = wait_for(
+            lambda: (
+                {x["eventid"] for x in get(f"{console}/api/state")["zabbix_acks"]}
+                if len(get(f"{console}/api/state")["zabbix_acks"]) >= 2
+                else None
+            ),
+            "B's ack and A's first ack in the Zabbix stand-in",
+        )
+        assert acked == {b_event, a1_event}, "B's 1 acknowledged B's problem only"
+        assert stack.interrupt() == 0
+    finally:
+        stack.kill()

@@ -33,6 +33,7 @@ ENDED = {"completed", "busy", "no-answer", "failed", "canceled"}
 class Phone:
     number: str
     name: str
+    contact: str | None = None  # its contact's id in the on-call config; None: Zabbix's only
 
 
 @dataclass
@@ -51,6 +52,7 @@ class TestAlert(BaseModel):
     severity: int = Field(4, ge=0, le=5)
     host: str = "web01"
     name: str = "HTTP サービスが応答しません"
+    sendto: str | None = Field(None, description="One of the web phone's numbers, as Zabbix would.")
 
 
 class Keys(BaseModel):
@@ -121,11 +123,17 @@ def create_console(backends: Backends) -> FastAPI:
             from_dialer("/v1/oncall", errors),
         )
         schedules = oncall["schedules"] if oncall else []
-        on_call = {s["on_call"]["name"] for s in schedules if s["on_call"] is not None}
+        # By contact id: two people may share a name.
+        on_call = {s["on_call"]["id"] for s in schedules if s["on_call"] is not None}
         return {
             "zabbix": "real" if backends.fire_zabbix_problem else "stand-in",
             "phones": [
-                {"number": p.number, "name": p.name, "on_call": p.name in on_call, "call": c}
+                {
+                    "number": p.number,
+                    "name": p.name,
+                    "on_call": p.contact is not None and p.contact in on_call,
+                    "call": c,
+                }
                 for p, c in zip(backends.phones, calls, strict=True)
             ],
             "incidents": incidents["incidents"] if incidents else [],
@@ -145,11 +153,15 @@ def create_console(backends: Backends) -> FastAPI:
 
     @app.post("/api/test-alert")
     async def send_test_alert(alert: TestAlert) -> dict[str, Any]:
+        numbers = [p.number for p in backends.phones]
+        if alert.sendto is not None and alert.sendto not in numbers:
+            raise HTTPException(422, f"sendto must be one of the web phone's numbers: {numbers}")
         if backends.fire_zabbix_problem is not None:
             return {"sent_to": "zabbix", "detail": await backends.fire_zabbix_problem()}
         event_id = 900_000_000 + secrets.randbelow(99_999_999)
-        # As Zabbix would: to the first on-call user's media. The on-call routes decide anyway.
-        sendto = backends.phones[0].number if backends.phones else ""
+        # As Zabbix would: to one user's media (the first one's unless a phone was picked).
+        # Where a route matches, the on-call config decides who is rung anyway.
+        sendto = alert.sendto or (numbers[0] if numbers else "")
         body = test_alert(event_id, sendto, alert.severity, alert.host, alert.name)
         response = await http.post(
             f"{backends.ingest}/v1/zabbix",

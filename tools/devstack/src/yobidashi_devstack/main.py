@@ -7,8 +7,16 @@ import asyncio
 import sys
 from pathlib import Path
 
+from yobidashi_common.phone import InvalidPhoneNumber, normalize
 from yobidashi_devstack.stack import SAMPLE_CONFIG, Options, run
 from yobidashi_dialer.oncall import ConfigError
+
+
+def _number(raw: str) -> str:
+    try:
+        return normalize(raw)
+    except InvalidPhoneNumber as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def main() -> None:
@@ -23,12 +31,22 @@ def main() -> None:
         help="also bring up the local real Zabbix 6.0 and wire its media type to ingest",
     )
     parser.add_argument("--config", type=Path, default=SAMPLE_CONFIG, help="on-call YAML")
+    parser.add_argument(
+        "--phone",
+        action="append",
+        default=[],
+        type=_number,
+        metavar="NUMBER",
+        help="also a web phone for this number, one the on-call config does not know "
+        "(a Zabbix user's media, rung in Zabbix-driven mode); repeatable",
+    )
     parser.add_argument("--run-dir", type=Path, default=Path(".run"), help="data and logs")
     parser.add_argument("--port", type=int, default=8080, help="the web phone's port")
     args = parser.parse_args()
     options = Options(
         run_dir=args.run_dir,
         config=args.config,
+        phones=tuple(args.phone),
         with_zabbix=args.with_zabbix,
         console_port=args.port,
     )

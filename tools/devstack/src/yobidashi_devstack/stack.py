@@ -35,6 +35,7 @@ SIM_TOKEN = "devstack-sim-auth-token-00000000"  # noqa: S105
 class Options:
     run_dir: Path
     config: Path = SAMPLE_CONFIG
+    phones: tuple[str, ...] = ()  # web phones for numbers the on-call config does not know
     with_zabbix: bool = False
     console_port: int = 8080
     # The usual ports when free; any free port otherwise (make run must not fail on a taken one).
@@ -81,12 +82,16 @@ def ingest_token(run_dir: Path) -> tuple[str, Path]:
     return path.read_text().strip(), path
 
 
-def phones(config: OnCallConfig) -> list[Phone]:
-    return [
-        Phone(normalize(number, contact.region), contact.name)
+def phones(config: OnCallConfig, others: tuple[str, ...] = ()) -> list[Phone]:
+    """Every contact's phones, then numbers only Zabbix knows (their users' media)."""
+    known = [
+        Phone(normalize(number, contact.region), contact.name, contact.id)
         for contact in config.contacts
         for number in contact.phones
     ]
+    numbers = {p.number for p in known}
+    extra = [normalize(raw) for raw in others]
+    return known + [Phone(n, n) for n in dict.fromkeys(extra) if n not in numbers]
 
 
 @asynccontextmanager
@@ -121,6 +126,7 @@ async def devstack(options: Options, say: Callable[[str], None]) -> AsyncIterato
     logs = run_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     config = load(options.config)
+    all_phones = phones(config, options.phones)
     token, token_file = ingest_token(run_dir)
     binary = find_nats_server()
     if binary is None:
@@ -149,7 +155,7 @@ async def devstack(options: Options, say: Callable[[str], None]) -> AsyncIterato
 
             say("bringing up the local Zabbix 6.0 and wiring its media type to ingest")
             zabbix = await asyncio.to_thread(
-                RealZabbix.up, f"{ingest_url}/v1/zabbix", token, [p.number for p in phones(config)]
+                RealZabbix.up, f"{ingest_url}/v1/zabbix", token, [p.number for p in all_phones]
             )
             stack.callback(zabbix.down)
             acker_zabbix = {"ZABBIX_URL": zabbix.frontend, "ZABBIX_API_TOKEN": zabbix.acker_token}
@@ -162,7 +168,7 @@ async def devstack(options: Options, say: Callable[[str], None]) -> AsyncIterato
             }
             zabbix_shown = f"{console_url}/zabbix (a stand-in: --with-zabbix for the real one)"
 
-        backends = Backends(ingest_url, dialer_url, sim_url, token, phones(config), fire, standin)
+        backends = Backends(ingest_url, dialer_url, sim_url, token, all_phones, fire, standin)
         await stack.enter_async_context(serve(create_console(backends), ports["console"]))
 
         say("starting the Twilio simulator, ingest, dialer and acker")
