@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from yobidashi_common.events import AlertEvent, AlertStatus, Severity, Tag
+from yobidashi_common.phone import E164
 from yobidashi_dialer.oncall import ConfigError, load_text, on_call, route_for
 from yobidashi_dialer.oncall.config import OnCallConfig
 from yobidashi_dialer.oncall.schedule import next_change
@@ -76,7 +77,7 @@ def test_the_example_loads_and_numbers_become_e164() -> None:
     assert tanaka is not None
     assert tanaka.phones == ["+819011112222"]
     assert c.policy("default") is not None
-    assert c.contact_by_number("+819033334444") == c.contact("sato")
+    assert c.contact_by_number(E164("+819033334444")) == c.contact("sato")
 
 
 def test_errors_name_the_line_and_the_field() -> None:

@@ -13,6 +13,8 @@ from typing import Annotated, Literal, get_args
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
+from yobidashi_common.identity import ContactId
+
 NonEmpty = Annotated[str, StringConstraints(min_length=1)]
 
 
@@ -153,15 +155,30 @@ class ProblemRef(BaseModel):
 
 
 class ContactRef(BaseModel):
-    """Who was called. Only a masked number ever leaves the dialer."""
+    """Who was called: ``id`` says who they are, ``name`` and ``masked_number`` are for people.
+
+    The masked number is what logs, speech and Zabbix messages show; many phones share it, so
+    it never identifies anyone (see `identity`).
+    """
 
     model_config = ConfigDict(frozen=True)
 
-    id: NonEmpty = Field(description="Contact id from the on-call config, or phone:<masked>.")
+    id: NonEmpty = Field(
+        description="Contact id from the on-call config, or tel:+<E.164> for a number only "
+        "Zabbix knows. (Yobidashi 0.1 wrote phone:<masked>, which identifies nobody.)"
+    )
     name: str | None = None
     masked_number: str = Field(description="E.g. +81 90-****-5678, safe for logs and Zabbix.")
     language: Literal["ja", "en"] = "ja"
     timezone: str = "Asia/Tokyo"
+
+    @property
+    def identity(self) -> ContactId | None:
+        """Who this is, or None for an id that identifies nobody (0.1's masked-number ids)."""
+        try:
+            return ContactId(self.id)
+        except ValueError:
+            return None
 
 
 # Twilio's CallStatus values.

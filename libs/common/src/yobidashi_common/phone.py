@@ -1,17 +1,26 @@
-"""Phone numbers: E.164 normalisation for dialling and masking for anything a human reads."""
+"""Phone numbers: E.164 normalisation for dialling and masking for anything a human reads.
+
+Two types, so one cannot stand in for the other: `E164` is the number itself, what is dialled
+and what identifies a person (see `identity`); `MaskedNumber` is only a view of it for logs,
+speech and Zabbix messages, and many real numbers share one.
+"""
 
 from __future__ import annotations
 
 import re
+from typing import NewType
 
 import phonenumbers
+
+E164 = NewType("E164", str)
+MaskedNumber = NewType("MaskedNumber", str)
 
 
 class InvalidPhoneNumber(ValueError):
     """A number that cannot be dialled. The message never contains the full number."""
 
 
-def normalize(raw: str, default_region: str = "JP") -> str:
+def normalize(raw: str, default_region: str = "JP") -> E164:
     """Return ``raw`` as E.164 (``090-1234-5678`` in JP becomes ``+819012345678``)."""
     text = raw.strip()
     if not text:
@@ -22,10 +31,10 @@ def normalize(raw: str, default_region: str = "JP") -> str:
         raise InvalidPhoneNumber(f"unparseable phone number {mask(text)}: {exc}") from None
     if not phonenumbers.is_valid_number(parsed):
         raise InvalidPhoneNumber(f"invalid phone number {mask(text)} (region {default_region})")
-    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    return E164(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164))
 
 
-def mask(number: str) -> str:
+def mask(number: str) -> MaskedNumber:
     """Hide the middle of a number: ``+819012345678`` becomes ``+81 90-****-5678``.
 
     Keeps the country code, the first two national digits and the last four: enough for an
@@ -41,8 +50,10 @@ def mask(number: str) -> str:
     keep = set(digits_after_prefix[:2]) | set(digits_after_prefix[-4:])
     if len(digits_after_prefix) <= 6:
         keep = set(digits_after_prefix[-2:])
-    return "".join(
-        "*" if i in digits_after_prefix and i not in keep else ch for i, ch in enumerate(pretty)
+    return MaskedNumber(
+        "".join(
+            "*" if i in digits_after_prefix and i not in keep else ch for i, ch in enumerate(pretty)
+        )
     )
 
 

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 
 from yobidashi_common.bus import Bus, Consumer, ConsumerSpec, Delivery, KvStore, RetryLater
 from yobidashi_common.events import AckResult, AlertEvent, CallStatusChanged, KeyPressed
+from yobidashi_common.identity import ContactId
 from yobidashi_common.service import add_ops_routes
 from yobidashi_common.subjects import (
     ACKS_ALL,
@@ -182,8 +183,8 @@ class Dialer:
             ),
         ]
 
-    def hourly_cap(self, contact_id: str) -> int:
-        contact = self.rules.oncall.contact(contact_id)
+    def hourly_cap(self, who: ContactId) -> int:
+        contact = self.rules.oncall.contact(who.config_id) if who.config_id else None
         if contact is not None and contact.max_calls_per_hour is not None:
             return contact.max_calls_per_hour
         return self.settings.dial_max_calls_per_hour

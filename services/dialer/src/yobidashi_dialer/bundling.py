@@ -13,17 +13,26 @@ call request does:
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from yobidashi_common.bus import kv_key
+from yobidashi_common.identity import ContactId
 from yobidashi_dialer.store import CallTarget
 
 HOUR = 3600.0
 RECHECK_ON_THE_PHONE = 5.0  # while they are on a call, look again this often
 TAKEN_KEEP = 1000
 GROUPS_KEEP = 20
+
+
+def bundle_key_for(who: ContactId, group: str) -> str:
+    """The KV key of one person's calls in one bundle group: by identity, never by a masked
+    number or a name. Hashed so that full numbers stay out of subject names."""
+    return kv_key(hashlib.sha256(who.encode()).hexdigest(), group or "default")
 
 
 class Waiting(BaseModel):

@@ -243,8 +243,8 @@ class Callbacks:
                 return None
             incidents.append(incident)
         acked = next((i for i in incidents if i.status is IncidentStatus.ACKNOWLEDGED), None)
-        me = record.contact_ref()
-        if acked is not None and acked.acked_by not in (me.name, me.masked_number):
+        # By who they are: two people can share a name or a masked number.
+        if acked is not None and acked.acked_by_id != record.contact.id:
             name = acked.acked_by or "another engineer"
             return after_key(
                 phrases.already_acknowledged.format(name=name), phrases=phrases, voices=self.voices

@@ -16,8 +16,9 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from yobidashi_common.bus import Bus, Delivery, KvStore, RetryLater, kv_key
+from yobidashi_common.bus import Bus, Delivery, KvStore, RetryLater
 from yobidashi_common.events import CallFailed
+from yobidashi_common.identity import ContactId
 from yobidashi_common.subjects import calls_subject
 from yobidashi_common.telemetry import bind_trace, get_logger
 from yobidashi_dialer import metrics
@@ -26,6 +27,7 @@ from yobidashi_dialer.bundling import (
     Decision,
     Waiting,
     arbitrate,
+    bundle_key_for,
     call_over,
     call_placed,
 )
@@ -55,7 +57,7 @@ class DialWorker:
         budget: Budget,
         calls: KvStore[CallRecord],
         engine: Engine,
-        hourly_cap: Callable[[str], int],
+        hourly_cap: Callable[[ContactId], int],
     ) -> None:
         self.settings = settings
         self.bus = bus
@@ -86,7 +88,7 @@ class DialWorker:
         if mine is None:
             log.info("dial.dropped", reason="no longer wanted")
             return
-        bundle_key = kv_key(request.contact.id, request.bundle or "default")
+        bundle_key = bundle_key_for(request.contact.id, request.bundle)
         decision = await self._arbitrate(bundle_key, me, request)
         if decision.action == "wait":
             raise RetryLater(decision.reason, delay=max(decision.until - time.time(), 0.05))
@@ -302,7 +304,7 @@ class DialWorker:
         log.info(
             "dial.placed",
             call_sid=info.sid,
-            to=record.contact.ref().masked_number,
+            to=record.contact.masked_number,
             problems=len(record.targets),
         )
         await self._tell_placed(placed.targets, placed.call_id, info.sid, len(record.targets) > 1)

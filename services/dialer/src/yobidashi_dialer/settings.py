@@ -105,7 +105,7 @@ class DialerSettings(ServiceSettings):
     @field_validator("twilio_from_numbers")
     @classmethod
     def _e164(cls, numbers: list[str]) -> list[str]:
-        out = []
+        out: list[str] = []
         for number in numbers:
             try:
                 out.append(normalize(number, "US"))

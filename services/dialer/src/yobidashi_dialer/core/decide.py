@@ -15,7 +15,8 @@ from __future__ import annotations
 from datetime import datetime
 
 from yobidashi_common.events import AlertEvent, AlertStatus, KeyAction, UpdateAction
-from yobidashi_common.phone import InvalidPhoneNumber, mask, normalize
+from yobidashi_common.identity import ContactId
+from yobidashi_common.phone import InvalidPhoneNumber, normalize
 from yobidashi_dialer.core import escalation
 from yobidashi_dialer.core.model import (
     APPLIED_KEEP,
@@ -131,16 +132,16 @@ def _on_alert(tx: Tx, alert: AlertEvent) -> None:
         tx.note("not calling", str(exc))
         tx.observe("dial_error", "invalid_number")
         return
-    busy = next((p for p in inc.pages if p.active and p.contact.number == number), None)
-    if busy is not None:
-        tx.note("already calling", f"{who(busy.contact)} for this problem", busy)
-        return
     contact = tx.rules.known(number) or Contact(
-        id=f"phone:{mask(number)}",
+        id=ContactId.of_number(number),
         number=number,
         language=tx.rules.default_language,
         timezone=tx.rules.default_timezone,
     )
+    busy = next((p for p in inc.pages if p.active and p.contact.id == contact.id), None)
+    if busy is not None:
+        tx.note("already calling", f"{who(busy.contact)} for this problem", busy)
+        return
     page = Page(
         id=f"z{len(inc.pages) + 1}",
         step=len(inc.pages) + 1,
@@ -175,6 +176,7 @@ def _on_update(tx: Tx, alert: AlertEvent) -> None:
         if inc.open:
             inc.status = IncidentStatus.ACKNOWLEDGED
             inc.acked_by = update.user
+            inc.acked_by_id = None
             inc.acked_via = "zabbix"
             inc.acked_at = update.at or tx.now
             tx.note("acknowledged in Zabbix", f"by {by}")
@@ -185,7 +187,7 @@ def _on_update(tx: Tx, alert: AlertEvent) -> None:
         tx.note("unacknowledged in Zabbix", f"by {by}")
         if inc.status is IncidentStatus.ACKNOWLEDGED:
             inc.status = IncidentStatus.OPEN
-            inc.acked_by = inc.acked_via = inc.acked_at = None
+            inc.acked_by = inc.acked_by_id = inc.acked_via = inc.acked_at = None
     if UpdateAction.COMMENTED in update.actions and update.message:
         tx.note("comment in Zabbix", f"{by}: {update.message[:200]}")
 
@@ -318,6 +320,7 @@ def _on_key(tx: Tx, event: KeyPress) -> None:
             tx.observe("time_to_acknowledge", "", (key.at - inc.started_at).total_seconds())
         inc.status = IncidentStatus.ACKNOWLEDGED
         inc.acked_by = by
+        inc.acked_by_id = key.contact.identity
         inc.acked_via = "phone"
         inc.acked_at = key.at
         if page is not None:

@@ -111,7 +111,7 @@ def _start_step(tx: Tx, index: int) -> None:
 
 def on_timer(tx: Tx, event: TimerFired) -> None:
     escalation = tx.inc.escalation
-    if escalation is None or event.token != escalation.step_token(tx.inc.key):
+    if escalation is None or not escalation.is_current_step(event.token):
         return  # a timer of a step that is over
     escalation.step_waited = True
     advance(tx)

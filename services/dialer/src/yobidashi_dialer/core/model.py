@@ -11,9 +11,9 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from yobidashi_common.events import (
     AckResult,
@@ -24,7 +24,8 @@ from yobidashi_common.events import (
     Severity,
     Tag,
 )
-from yobidashi_common.phone import mask
+from yobidashi_common.identity import ContactId, is_legacy
+from yobidashi_common.phone import E164, MaskedNumber, mask
 from yobidashi_dialer.oncall.config import Policy
 
 Language = Literal["ja", "en"]
@@ -34,15 +35,39 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
-class Contact(_Model):
-    """A person we can ring. The full number never leaves the dialer."""
+def problem_digest(incident_key: str) -> str:
+    """A URL- and key-safe stand-in for a problem key, in call ids and timer tokens.
 
-    id: str
+    128 bits: those ids are de-duplication keys on the bus and marker keys in KV, so two
+    problems that shared one would share calls. (0.1 used 48 bits, which a busy year of
+    problems can collide in.)
+    """
+    return hashlib.sha256(incident_key.encode()).hexdigest()[:32]
+
+
+class Contact(_Model):
+    """A person we can ring. ``id`` is who they are; the masked number is only a view of
+    ``number`` for logs and speech, and the full number never leaves the dialer in a log."""
+
+    id: ContactId
     name: str | None = None
-    number: str  # E.164: the one to ring now
-    numbers: list[str] = Field(default_factory=list)  # all of them; redials take turns
+    number: E164  # the one to ring now
+    numbers: list[E164] = Field(default_factory=list)  # all of them; redials take turns
     language: Language = "ja"
     timezone: str = "Asia/Tokyo"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _rebuild_legacy_id(cls, data: Any) -> Any:
+        # 0.1 stored Zabbix-driven contacts as phone:<masked number>, which two people can
+        # share; the full number stored beside it says who it really is.
+        if isinstance(data, dict) and is_legacy(str(data.get("id", ""))) and "number" in data:
+            return {**data, "id": f"tel:{data['number']}"}
+        return data
+
+    @property
+    def masked_number(self) -> MaskedNumber:
+        return mask(self.number)
 
     def for_attempt(self, attempt: int) -> Contact:
         if not self.numbers:
@@ -53,7 +78,7 @@ class Contact(_Model):
         return ContactRef(
             id=self.id,
             name=self.name,
-            masked_number=mask(self.number),
+            masked_number=self.masked_number,
             language=self.language,
             timezone=self.timezone,
         )
@@ -202,9 +227,17 @@ class Escalation(_Model):
     step_waited: bool = False  # the step's wait is over
     exhausted: bool = False
 
+    @property
+    def step_name(self) -> str:
+        return f"r{self.round}-s{self.step}"
+
     def step_token(self, incident_key: str) -> str:
-        digest = hashlib.sha256(incident_key.encode()).hexdigest()[:12]
-        return f"{digest}-r{self.round}-s{self.step}"
+        return f"{problem_digest(incident_key)}-{self.step_name}"
+
+    def is_current_step(self, token: str) -> bool:
+        """Timers arrive per incident, so the step's name decides; comparing only that also
+        keeps 0.1's shorter digests working for timers set before an upgrade."""
+        return token.partition("-")[2] == self.step_name
 
 
 # -- the incident -----------------------------------------------------------------------------
@@ -224,7 +257,8 @@ class Incident(_Model):
     started_at: AwareDatetime | None = None
     url: str | None = None
     status: IncidentStatus = IncidentStatus.OPEN
-    acked_by: str | None = None
+    acked_by: str | None = None  # a name, for people
+    acked_by_id: ContactId | None = None  # who pressed the key (None: in Zabbix, or unknown)
     acked_via: Literal["phone", "zabbix"] | None = None
     acked_at: AwareDatetime | None = None
     resolved_at: AwareDatetime | None = None

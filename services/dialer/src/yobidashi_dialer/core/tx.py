@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from yobidashi_common.phone import mask
+from yobidashi_common.identity import ContactId
+from yobidashi_common.phone import E164
 from yobidashi_dialer.core.model import (
     ON_THE_PHONE,
     STOPPABLE,
@@ -21,6 +21,7 @@ from yobidashi_dialer.core.model import (
     PageStatus,
     PlaceCall,
     TimelineEntry,
+    problem_digest,
 )
 from yobidashi_dialer.oncall.config import Contact as ConfigContact
 from yobidashi_dialer.oncall.config import OnCallConfig
@@ -41,9 +42,9 @@ class Rules:
     default_language: Language = "ja"
     default_timezone: str = "Asia/Tokyo"
     oncall: OnCallConfig = field(default_factory=OnCallConfig)
-    directory: Callable[[str], Contact | None] | None = None
+    directory: Callable[[E164], Contact | None] | None = None
 
-    def known(self, number: str) -> Contact | None:
+    def known(self, number: E164) -> Contact | None:
         """A contact from the on-call config (or the given directory) with this number."""
         if self.directory is not None:
             return self.directory(number)
@@ -53,7 +54,7 @@ class Rules:
 
 def contact_from_config(contact: ConfigContact) -> Contact:
     return Contact(
-        id=contact.id,
+        id=ContactId(contact.id),
         name=contact.name,
         number=contact.phones[0],
         numbers=list(contact.phones),
@@ -72,12 +73,11 @@ class Transition:
 
 def call_id_for(incident_key: str, page_id: str, attempt: int) -> str:
     """Deterministic, so that a replayed request names the same call. Safe in URLs and keys."""
-    digest = hashlib.sha256(incident_key.encode()).hexdigest()[:12]
-    return f"{digest}-{page_id}-{attempt}"
+    return f"{problem_digest(incident_key)}-{page_id}-{attempt}"
 
 
 def who(contact: Contact) -> str:
-    return contact.name or mask(contact.number)
+    return contact.name or contact.masked_number
 
 
 class Tx:

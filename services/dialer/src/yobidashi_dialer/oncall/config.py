@@ -23,7 +23,7 @@ from pydantic import (
 )
 
 from yobidashi_common.events import Severity
-from yobidashi_common.phone import InvalidPhoneNumber, normalize
+from yobidashi_common.phone import E164, InvalidPhoneNumber, normalize
 from yobidashi_common.settings import parse_duration
 
 Id = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]+$", min_length=1, max_length=64)]
@@ -60,14 +60,14 @@ class Contact(_Model):
     id: Id
     name: str = Field(min_length=1)
     region: str = Field("JP", min_length=2, max_length=2, description="For numbers without +.")
-    phones: list[str] = Field(min_length=1, description="Numbers to ring, first one first.")
+    phones: list[E164] = Field(min_length=1, description="Numbers to ring, first one first.")
     language: Literal["ja", "en"] = "ja"
     timezone: Zone = "Asia/Tokyo"
     max_calls_per_hour: int | None = Field(None, ge=1, description="Overrides the default cap.")
 
     @field_validator("phones")
     @classmethod
-    def _numbers(cls, phones: list[str], info: ValidationInfo) -> list[str]:
+    def _numbers(cls, phones: list[str], info: ValidationInfo) -> list[E164]:
         region = str(info.data.get("region", "JP"))
         try:
             return [normalize(raw, region) for raw in phones]
@@ -234,5 +234,5 @@ class OnCallConfig(_Model):
     def policy(self, policy_id: str) -> Policy | None:
         return next((p for p in self.policies if p.id == policy_id), None)
 
-    def contact_by_number(self, number: str) -> Contact | None:
+    def contact_by_number(self, number: E164) -> Contact | None:
         return next((c for c in self.contacts if number in c.phones), None)

@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from yobidashi_common.phone import mask
 from yobidashi_dialer.oncall.config import OnCallConfig
 
 Path_ = tuple[str | int, ...]
@@ -113,6 +114,18 @@ def _reference_problems(config: OnCallConfig) -> Iterator[tuple[Path_, str]]:
             if item_id in seen:
                 yield (kind, i, "id"), f"{item_id!r} is used twice"
             seen.add(item_id)
+    # A number is one person's: shared, a page to it would be counted, bundled and
+    # acknowledged as whichever contact comes first, and could ring it twice at once.
+    owners: dict[str, str] = {}
+    for i, each in enumerate(config.contacts):
+        for j, number in enumerate(each.phones):
+            owner = owners.setdefault(number, each.id)
+            if owner != each.id:
+                yield (
+                    ("contacts", i, "phones", j),
+                    f"{mask(number)} is also the number of {owner!r}; "
+                    "a number belongs to one contact",
+                )
     contacts = {c.id for c in config.contacts}
     schedules = {s.id for s in config.schedules}
     policies = {p.id for p in config.policies}
