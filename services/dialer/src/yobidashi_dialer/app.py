@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from fastapi import FastAPI
 
@@ -28,7 +29,7 @@ from yobidashi_common.subjects import (
     shared_streams,
 )
 from yobidashi_common.telemetry import bind_trace, register_secret
-from yobidashi_dialer import views
+from yobidashi_dialer import pages, views
 from yobidashi_dialer.callbacks import Callbacks
 from yobidashi_dialer.core.decide import TERMINAL_CALL_STATUSES, Rules
 from yobidashi_dialer.core.engine import Engine
@@ -291,4 +292,5 @@ def create_app(settings: DialerSettings, dialer: Dialer | None = None) -> FastAP
     add_ops_routes(app, lambda: {"nats": dialer.bus.ready})
     app.include_router(dialer.callbacks.router())
     app.include_router(views.router(dialer.engine, lambda: dialer.rules.oncall))
+    app.include_router(pages.router(dialer.engine, ZoneInfo(settings.dial_default_timezone)))
     return app
