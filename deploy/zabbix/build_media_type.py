@@ -21,6 +21,8 @@ PARAMETERS: list[tuple[str, str]] = [
     ("URL", "<ingest URL, e.g. https://yobidashi.example.com/v1/zabbix>"),
     ("token", "<INGEST_TOKEN>"),
     ("HTTPProxy", ""),
+    # Where people open an incident's page (the dialer's /incidents/), for the event menu.
+    ("incident_page", "<optional: e.g. https://yobidashi.example.com/incidents>"),
     ("event_source", "{EVENT.SOURCE}"),
     ("event_id", "{EVENT.ID}"),
     ("event_value", "{EVENT.VALUE}"),
@@ -119,6 +121,11 @@ def export() -> dict[str, Any]:
                     "attempt_interval": "30s",
                     "script": SCRIPT.read_text(),
                     "timeout": "10s",
+                    # The problem's tags name our incident; its event menu links to the page.
+                    "process_tags": "YES",
+                    "show_event_menu": "YES",
+                    "event_menu_url": "{EVENT.TAGS.__yobidashi_url}",
+                    "event_menu_name": "Yobidashi",
                     "description": DESCRIPTION,
                     "message_templates": [
                         {

@@ -3,7 +3,7 @@
 var Yobidashi = {
     // Zabbix leaves a macro it cannot resolve as literal text, or writes *UNKNOWN*.
     unresolved: /^\{[?$#]?[A-Z][A-Z0-9_.]*(\[[^\]]*\])?(:[^}]*)?\}$/,
-    reserved: { URL: true, token: true, HTTPProxy: true },
+    reserved: { URL: true, token: true, HTTPProxy: true, incident_page: true },
 
     clean: function (value) {
         if (typeof value !== 'string') {
@@ -68,7 +68,28 @@ var Yobidashi = {
         if (status < 200 || status >= 300) {
             throw 'ingest answered HTTP ' + status + ': ' + Yobidashi.reason(response);
         }
-        return 'OK';
+        return JSON.stringify({ tags: Yobidashi.tags(params, response) });
+    },
+
+    // With "Process tags" on, the problem gets these tags; the event menu's "Yobidashi" entry
+    // opens the URL tag. Only a problem notification tags its problem.
+    tags: function (params, response) {
+        var tags = {}, accepted = {};
+        if (params.event_value !== '1' || params.event_update_status !== '0') {
+            return tags;
+        }
+        try {
+            accepted = JSON.parse(response) || {};
+        }
+        catch (error) {
+            accepted = {};
+        }
+        tags.__yobidashi_incident = accepted.problem_key || 'zabbix:' + params.event_id;
+        var page = Yobidashi.clean(params.incident_page);
+        if (typeof page === 'string' && /^https?:\/\/\S+$/.test(page)) {
+            tags.__yobidashi_url = page.replace(/\/+$/, '') + '/' + encodeURIComponent(params.event_id);
+        }
+        return tags;
     }
 };
 

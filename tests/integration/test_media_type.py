@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -104,7 +105,8 @@ async def test_problem_reaches_ingest_and_is_stored(
     params = resolve_parameters(media, PROBLEM_MACROS, URL=f"{ingest.url}/v1/zabbix", token=TOKEN)
     run = run_script(media["script"], params)
     assert run.error is None, run.error
-    assert run.result == "OK"
+    # Process tags: the problem is tagged with its incident; no page address, no link.
+    assert json.loads(str(run.result)) == {"tags": {"__yobidashi_incident": "zabbix:4242"}}
     request = run.requests[0]
     assert request["headers"]["Authorization"] == f"Bearer {TOKEN}"
     assert request["headers"]["Content-Type"] == "application/json"
@@ -131,8 +133,34 @@ async def test_zabbix_retry_of_the_same_alert_is_stored_once(
     media = load_media_type()
     params = resolve_parameters(media, PROBLEM_MACROS, URL=f"{ingest.url}/v1/zabbix", token=TOKEN)
     for _ in range(3):
-        assert run_script(media["script"], params).result == "OK"
+        assert run_script(media["script"], params).error is None
     assert len(await stored(nats_server.url)) == 1
+
+
+def test_the_problem_links_to_its_incident_page_only_from_a_problem_notification(
+    ingest: ServiceProcess,
+) -> None:
+    media = load_media_type()
+    page = "https://yobidashi.example.com/incidents/"
+    url = f"{ingest.url}/v1/zabbix"
+    problem = resolve_parameters(media, PROBLEM_MACROS, URL=url, token=TOKEN, incident_page=page)
+    assert json.loads(str(run_script(media["script"], problem).result))["tags"] == {
+        "__yobidashi_incident": "zabbix:4242",
+        "__yobidashi_url": "https://yobidashi.example.com/incidents/4242",
+    }
+    assert "incident_page" not in run_script(media["script"], problem).requests[0]["body"]
+    recovery_macros = {
+        **PROBLEM_MACROS,
+        "{EVENT.VALUE}": "0",
+        "{EVENT.RECOVERY.ID}": "4243",
+        "{EVENT.STATUS}": "RESOLVED",
+    }
+    recovery = resolve_parameters(media, recovery_macros, URL=url, token=TOKEN, incident_page=page)
+    assert json.loads(str(run_script(media["script"], recovery).result)) == {"tags": {}}
+    assert media["process_tags"] == "YES"
+    assert media["show_event_menu"] == "YES"
+    assert media["event_menu_name"] == "Yobidashi"
+    assert media["event_menu_url"] == "{EVENT.TAGS.__yobidashi_url}"
 
 
 def test_wrong_token_throws_a_readable_error(ingest: ServiceProcess) -> None:
