@@ -30,6 +30,7 @@ from typing import Any
 import httpx
 import pytest
 
+from yobidashi_common.events import FINAL_CALL_STATUSES
 from yobidashi_testing import dashboard_preview, payloads
 from yobidashi_testing.dashboard_preview import Series, panels
 from yobidashi_testing.e2e import E2E, INGEST_TOKEN, e2e_stack
@@ -37,7 +38,6 @@ from yobidashi_testing.nats_server import free_port
 from yobidashi_testing.processes import script
 from yobidashi_testing.stack import Bus
 from yobidashi_testing.zabbix_dev import DevInstance
-from yobidashi_twilio_sim.testing import TERMINAL_STATUSES
 
 pytestmark = [pytest.mark.integration, pytest.mark.zabbix, pytest.mark.e2e]
 
@@ -347,7 +347,7 @@ class Scenario:
             await self.resolve(event_id, severity, number)
 
     async def finished_calls(self, number: str) -> list[dict[str, Any]]:
-        return [c for c in await self.e2e.sim.calls(number) if c["status"] in TERMINAL_STATUSES]
+        return [c for c in await self.e2e.sim.calls(number) if c["status"] in FINAL_CALL_STATUSES]
 
     async def twilio_errors(self) -> None:
         await self.e2e.sim.faults(next_create_statuses=[500, 503])

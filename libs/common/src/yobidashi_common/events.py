@@ -194,6 +194,10 @@ CallStatus = Literal[
     "canceled",
 ]
 CALL_STATUSES: frozenset[str] = frozenset(get_args(CallStatus))
+# The call is over: no more callbacks come for it.
+FINAL_CALL_STATUSES: frozenset[str] = frozenset(
+    {"completed", "busy", "no-answer", "failed", "canceled"}
+)
 
 
 class CallStatusChanged(Contract):

@@ -14,7 +14,13 @@ from zoneinfo import ZoneInfo
 from fastapi import FastAPI
 
 from yobidashi_common.bus import Bus, Consumer, ConsumerSpec, Delivery, KvStore, RetryLater
-from yobidashi_common.events import AckResult, AlertEvent, CallStatusChanged, KeyPressed
+from yobidashi_common.events import (
+    FINAL_CALL_STATUSES,
+    AckResult,
+    AlertEvent,
+    CallStatusChanged,
+    KeyPressed,
+)
 from yobidashi_common.identity import ContactId
 from yobidashi_common.service import add_ops_routes
 from yobidashi_common.subjects import (
@@ -31,7 +37,7 @@ from yobidashi_common.subjects import (
 from yobidashi_common.telemetry import bind_trace, register_secret
 from yobidashi_dialer import pages, views
 from yobidashi_dialer.callbacks import Callbacks
-from yobidashi_dialer.core.decide import TERMINAL_CALL_STATUSES, Rules
+from yobidashi_dialer.core.decide import Rules
 from yobidashi_dialer.core.engine import Engine
 from yobidashi_dialer.core.model import (
     AckReported,
@@ -219,7 +225,7 @@ class Dialer:
         )
         for problem in e.problems:
             await self.apply(problem.problem_key, progress)
-        if e.status in TERMINAL_CALL_STATUSES:
+        if e.status in FINAL_CALL_STATUSES:
             await self.budget.release(e.call_id)
             await self.dial_worker.call_ended(e.call_id)
 

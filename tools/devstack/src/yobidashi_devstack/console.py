@@ -22,11 +22,11 @@ from fastapi.responses import FileResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 
 from yobidashi_cli.main import test_alert
+from yobidashi_common.events import FINAL_CALL_STATUSES
 from yobidashi_devstack.zabbix_standin import ZabbixStandIn
 from yobidashi_devstack.zabbix_standin import router as standin_router
 
 STATIC = Path(__file__).parent / "static"
-ENDED = {"completed", "busy", "no-answer", "failed", "canceled"}
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ def phone_call(journal: dict[str, Any], listening: set[str]) -> dict[str, Any]:
         "sid": journal["sid"],
         "status": journal["status"],
         "activity": journal["activity"],
-        "live": journal["status"] not in ENDED,
+        "live": journal["status"] not in FINAL_CALL_STATUSES,
         "listening": journal["sid"] in listening,  # inside a <Gather>: keys count now
         "spoken": [item.get("text", "") for item in journal["spoken"]],
         "digits": "".join(item["keys"] for item in journal["digits"]),

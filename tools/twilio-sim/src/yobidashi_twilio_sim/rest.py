@@ -9,14 +9,20 @@ import hmac
 import random
 import time
 from dataclasses import replace
-from typing import Any
+from typing import Any, get_args
 from urllib.parse import parse_qs, urlencode
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from yobidashi_twilio_sim import errors
-from yobidashi_twilio_sim.calls import PROGRESS_EVENTS, Call, CallOptions, TwimlSource
+from yobidashi_twilio_sim.calls import (
+    PROGRESS_EVENTS,
+    Call,
+    CallOptions,
+    CallStatus,
+    TwimlSource,
+)
 from yobidashi_twilio_sim.engine import CallEngine
 from yobidashi_twilio_sim.errors import TwilioApiError
 from yobidashi_twilio_sim.journal import Journal
@@ -28,9 +34,7 @@ MAX_TWIML_CHARS = 4000
 MAX_TIMEOUT = 600
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
-_STATUSES = frozenset(
-    {"queued", "ringing", "in-progress", "completed", "busy", "failed", "no-answer", "canceled"}
-)
+_STATUSES = frozenset(get_args(CallStatus))
 
 
 class FaultInjector:

@@ -18,9 +18,9 @@ from fastapi.responses import Response
 from twilio.request_validator import RequestValidator
 
 from yobidashi_twilio_sim.app import Simulator, create_app
+from yobidashi_twilio_sim.calls import TERMINAL_STATUSES
 from yobidashi_twilio_sim.settings import SimSettings
 
-TERMINAL_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
 WAIT_LIMIT = 20.0  # a hang guard only, never a speed assertion
 
 

@@ -14,7 +14,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from yobidashi_common.events import AlertEvent, AlertStatus, KeyAction, UpdateAction
+from yobidashi_common.events import (
+    FINAL_CALL_STATUSES,
+    AlertEvent,
+    AlertStatus,
+    KeyAction,
+    UpdateAction,
+)
 from yobidashi_common.identity import ContactId
 from yobidashi_common.phone import InvalidPhoneNumber, normalize
 from yobidashi_dialer.core import escalation
@@ -51,7 +57,6 @@ def is_heartbeat(alert: AlertEvent) -> bool:
     return any((t.tag, t.value) == HEARTBEAT_TAG for t in alert.tags)
 
 
-TERMINAL_CALL_STATUSES = frozenset({"completed", "busy", "no-answer", "failed", "canceled"})
 REDIALLED = frozenset({"no-answer", "busy"})
 
 
@@ -271,7 +276,7 @@ def _on_progress(tx: Tx, event: CallProgress) -> None:
         tx.note("answered", who(page.contact), page)
     elif event.status in ("initiated", "ringing", "queued") and page.status is PageStatus.DIALLING:
         page.status = PageStatus.RINGING
-    if event.status not in TERMINAL_CALL_STATUSES or page.call_ended:
+    if event.status not in FINAL_CALL_STATUSES or page.call_ended:
         return
     page.call_ended = True  # the callback and the watchdog may both report it: count it once
     outcome = _outcome(page, event.status)
