@@ -242,15 +242,7 @@ class Dialer:
         wait = (timer.due_at - datetime.now(UTC)).total_seconds()
         if wait > 0.005:
             raise RetryLater("not due yet", delay=wait)
-        await self.apply(
-            timer.problem_key,
-            TimerFired(
-                token=timer.token,
-                purpose=timer.purpose,
-                page_id=timer.page_id,
-                attempt=timer.attempt,
-            ),
-        )
+        await self.apply(timer.problem_key, TimerFired(**timer.timer_fields()))
 
     async def start(self) -> None:
         await self.telephony.warm_up()

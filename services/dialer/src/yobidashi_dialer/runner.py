@@ -75,11 +75,8 @@ class Runner:
             case StartTimer():
                 timer = TimerDue(
                     problem_key=incident.key,
-                    token=command.token,
-                    purpose=command.purpose,
                     due_at=command.due_at,
-                    page_id=command.page_id,
-                    attempt=command.attempt,
+                    **command.timer_fields(),
                 )
                 await self.bus.publish(TIMERS_SUBJECT, timer, msg_id=f"timer.{command.token}")
             case EndCall():

@@ -22,7 +22,7 @@ from yobidashi_common.bus import kv_key
 from yobidashi_common.events import ContactRef, ProblemRef, Severity
 from yobidashi_common.settings import NatsSettings
 from yobidashi_common.subjects import PREFIX, BucketSpec, StreamSpec
-from yobidashi_dialer.core.model import Contact, Language
+from yobidashi_dialer.core.model import Contact, Language, Timer
 from yobidashi_dialer.voice import Announcement
 
 DIALER_STREAM = "YOBIDASHI_DIALER"
@@ -109,10 +109,8 @@ class CallRecord(_Model):
         return self.contact.ref()
 
 
-class TimerDue(_Model):
+class TimerDue(Timer):
+    """A timer waiting on the bus for its due time."""
+
     problem_key: str
-    token: str
-    purpose: Literal["redial", "watchdog", "step"]
     due_at: datetime
-    page_id: str | None = None
-    attempt: int | None = None

@@ -181,14 +181,26 @@ class LeaveVoicemail(_Model):
     language: Language
 
 
-class StartTimer(_Model):
-    kind: Literal["timer"] = "timer"
-    id: str
+TimerPurpose = Literal["redial", "watchdog", "step"]
+
+
+class Timer(_Model):
+    """What a timer is for: the same in the command that sets it, on the bus while it waits
+    (`store.TimerDue`), and in the event when it fires (`TimerFired`)."""
+
     token: str
-    purpose: Literal["redial", "watchdog", "step"]
-    due_at: AwareDatetime
+    purpose: TimerPurpose
     page_id: str | None = None
     attempt: int | None = None
+
+    def timer_fields(self) -> dict[str, Any]:
+        return self.model_dump(include=set(Timer.model_fields))
+
+
+class StartTimer(Timer):
+    kind: Literal["timer"] = "timer"
+    id: str
+    due_at: AwareDatetime
 
 
 class CheckCall(_Model):
@@ -369,12 +381,8 @@ class KeyPress(_Model):
         return f"key:{self.key.id}"
 
 
-class TimerFired(_Model):
+class TimerFired(Timer):
     kind: Literal["timer"] = "timer"
-    token: str
-    purpose: Literal["redial", "watchdog", "step"]
-    page_id: str | None = None
-    attempt: int | None = None
 
     @property
     def id(self) -> str:
