@@ -32,13 +32,9 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
-import nats.js.errors
 
-from yobidashi_common.bus import kv_key
 from yobidashi_common.events import AckOutcome, AckResult, KeyAction, KeyPressed
 from yobidashi_common.subjects import ACKS_STREAM, KEYS_STREAM
-from yobidashi_dialer.core.model import Incident, PageStatus
-from yobidashi_dialer.store import INCIDENTS
 from yobidashi_testing import payloads, zabbix_dev
 from yobidashi_testing import zabbix_scenario as zs
 from yobidashi_testing.media_type import MEDIA_TYPE_YAML
@@ -51,15 +47,10 @@ from yobidashi_testing.zabbix_sender import send_values
 PREFIX = "chaos"
 INGEST_TOKEN = "chaos-ingest-token-0123456789"
 UI_USER = "Admin (Zabbix Administrator)"
-TERMINAL = {
-    PageStatus.ACKNOWLEDGED,
-    PageStatus.PASSED,
-    PageStatus.REACHED,
-    PageStatus.UNREACHED,
-    PageStatus.CANCELLED,
-}
+# The page statuses after which nothing more happens (the dialer's model.FINAL, as its API
+# spells them).
+FINAL_PAGE_STATUSES = frozenset({"acknowledged", "passed", "reached", "unreached", "cancelled"})
 STOP_NOTES = ("resolved", "acknowledged by phone", "acknowledged in Zabbix", "closed in Zabbix")
-ENDED = {"completed", "busy", "no-answer", "failed", "canceled"}
 
 
 @dataclass(frozen=True)
@@ -535,11 +526,41 @@ def call_id(call: dict[str, Any]) -> str | None:
     return str(found[0]) if found else None
 
 
-def stop_time(incident: Incident) -> float | None:
-    for entry in incident.timeline:
-        if entry.what in STOP_NOTES:
-            return entry.at.timestamp()
-    return None
+@dataclass(frozen=True)
+class IncidentSeen:
+    """A problem's escalation as the dialer's API shows it (GET /v1/incidents/{event id})."""
+
+    pages: list[str]  # each page's status
+    pending_commands: int
+    stopped_at: float | None  # when the calling stopped: acknowledged, resolved or closed
+
+    @property
+    def settled(self) -> bool:
+        return not self.pending_commands and all(s in FINAL_PAGE_STATUSES for s in self.pages)
+
+    @classmethod
+    def from_view(cls, view: dict[str, Any]) -> IncidentSeen:
+        stops = [t["at"] for t in view["timeline"] if t["what"] in STOP_NOTES]
+        return cls(
+            pages=[c["status"] for c in view["calls"]],
+            pending_commands=int(view["pending_commands"]),
+            stopped_at=datetime.fromisoformat(stops[0]).timestamp() if stops else None,
+        )
+
+
+async def incidents_seen(dialer: str, problems: list[Problem]) -> dict[str, IncidentSeen]:
+    """Every accepted problem's incident, read through the dialer's API."""
+    found: dict[str, IncidentSeen] = {}
+    async with httpx.AsyncClient(base_url=dialer, timeout=30, trust_env=False) as http:
+        for p in problems:
+            if p.accepted_at is None:
+                continue
+            response = await http.get(f"/v1/incidents/{p.eventid}")
+            if response.status_code == 404:
+                continue
+            response.raise_for_status()
+            found[p.eventid] = IncidentSeen.from_view(response.json())
+    return found
 
 
 async def audit(
@@ -554,15 +575,7 @@ async def audit(
     async with Bus(stack.nats.url) as bus:
         keys = await bus.messages(KEYS_STREAM, "yobidashi.keys.", KeyPressed)
         results = await bus.messages(ACKS_STREAM, "yobidashi.acks.", AckResult)
-        kv = await bus.js.key_value(INCIDENTS.name)
-        incidents: dict[str, Incident] = {}
-        for p in problems:
-            try:
-                entry = await kv.get(kv_key(f"zabbix:{p.eventid}"))
-            except nats.js.errors.KeyNotFoundError:
-                continue
-            if entry.value:
-                incidents[p.eventid] = Incident.model_validate_json(entry.value)
+    incidents = await incidents_seen(stack.dialer.url, problems)
     zabbix_acks = await asyncio.to_thread(zabbix.acknowledges, [p.eventid for p in problems])
     acker_userid = str(zabbix.scenario.acker_userid)
 
@@ -585,14 +598,15 @@ async def audit(
         if incident is None:
             details["lost: no incident"].append(label)
             continue
-        stopped_at = stop_time(incident)
+        stopped_at = incident.stopped_at
         if not mine and stopped_at is None:
             tried = any(c["params"].get("To") == [p.number] for c in creates)
             what = "Twilio refused every create" if tried else "no call at all"
             details[f"lost: {what}"].append(label)
-        stuck = [pg.id for pg in incident.pages if pg.status not in TERMINAL]
-        if stuck or incident.outbox:
-            details["lost: escalation stuck"].append(f"{label}: pages {stuck}")
+        if not incident.settled:
+            details["lost: escalation stuck"].append(
+                f"{label}: pages {incident.pages}, {incident.pending_commands} commands pending"
+            )
         # Never twice for the same problem, person and attempt.
         for cid, n in Counter(call_id(c) for c in mine).items():
             if n > 1:
@@ -646,9 +660,8 @@ async def audit(
                 f"{label}: {len(ours)} acks by the acker, {wrote} expected"
             )
         counts[f"stop: {p.stop or 'none'}"] += 1
-        if incident.pages:
-            for page in incident.pages:
-                counts[f"page {page.status.value}"] += 1
+        for page_status in incident.pages:
+            counts[f"page {page_status}"] += 1
 
     counts_out = {
         "problems": len(problems),
@@ -683,28 +696,16 @@ async def quiet(stack: ChaosStack, problems: list[Problem], limit: float = 300) 
         httpx.AsyncClient(base_url=stack.sim.url, timeout=30, trust_env=False) as http,
         Bus(stack.nats.url) as bus,
     ):
-        kv = await bus.js.key_value(INCIDENTS.name)
         while time.monotonic() < deadline:
             phones = (await http.get("/sim/phones")).json()["phones"]
             live = [p for p in phones if p["call"]]
             acker = await bus.js.consumer_info(KEYS_STREAM, "acker")
             waiting = acker.num_pending + acker.num_ack_pending
-            unsettled = 0
-            for p in problems:
-                if p.accepted_at is None:
-                    continue
-                try:
-                    entry = await kv.get(kv_key(f"zabbix:{p.eventid}"))
-                except nats.js.errors.KeyNotFoundError:
-                    unsettled += 1
-                    continue
-                if not entry.value:
-                    unsettled += 1
-                    continue
-                incident = Incident.model_validate_json(entry.value)
-                unsettled += bool(incident.outbox) or any(
-                    pg.status not in TERMINAL for pg in incident.pages
-                )
+            seen = await incidents_seen(stack.dialer.url, problems)
+            accepted = [p for p in problems if p.accepted_at is not None]
+            unsettled = sum(
+                1 for p in accepted if p.eventid not in seen or not seen[p.eventid].settled
+            )
             calm = calm + 1 if not live and not waiting and not unsettled else 0
             if calm >= 3:
                 return

@@ -53,6 +53,9 @@ def incident_view(incident: Incident) -> dict[str, Any]:
         "acknowledged_by": incident.acked_by,
         "acknowledged_via": incident.acked_via,
         "acknowledged_at": incident.acked_at,
+        # Commands decided but not yet carried out (a call to place, a timer to set): 0 once
+        # everything the last event asked for was done.
+        "pending_commands": len(incident.outbox),
         "escalation": (
             {
                 "route": escalation.route,
