@@ -11,6 +11,7 @@ from yobidashi_common.events import Severity
 from yobidashi_dialer.voice import (
     PHRASES,
     Announcement,
+    Keys,
     Voices,
     after_key,
     call_twiml,
@@ -42,6 +43,7 @@ def test_japanese_call_reads_severity_host_problem_and_age_then_the_menu() -> No
         gather_url="https://y.example/twilio/voice/gather?call=c1&round=1",
         gather_timeout=6,
         now=NOW,
+        keys=Keys(),
     )
     root = doc(xml)
     gather = root.find("Gather")
@@ -69,7 +71,7 @@ def test_japanese_call_reads_severity_host_problem_and_age_then_the_menu() -> No
         (1, "1分前", "1 minute ago"),
         (59, "59分前", "59 minutes ago"),
         (60, "1時間前", "1 hour ago"),
-        (135, "2時間15分前", "2 hours 15 minutes ago"),
+        (135, "2時間15分前", "2 hours and 15 minutes ago"),
         (60 * 24 * 3, "3日前", "3 days ago"),
     ],
 )
@@ -92,6 +94,7 @@ def test_xml_metacharacters_are_escaped_and_control_characters_dropped() -> None
         gather_url="u",
         gather_timeout=6,
         now=NOW,
+        keys=Keys(),
     )
     root = doc(xml)  # parses: the document is still valid XML
     assert root.find("Hangup") is None
@@ -111,6 +114,7 @@ def test_long_text_is_cut_at_a_boundary_and_fits_twilios_limit() -> None:
         gather_url="u",
         gather_timeout=6,
         now=NOW,
+        keys=Keys(),
     )
     assert len(xml) <= TWIML_LIMIT
     said = doc(xml).find("Gather/Say")
@@ -129,11 +133,17 @@ def test_bundle_reads_the_count_the_worst_and_a_few() -> None:
     problems = [ann(f"p{i}", f"web{i:02d}", sev=Severity.WARNING) for i in range(12)]
     problems[7] = ann("db down", "db01", sev=Severity.DISASTER)
     text = spoken_alert(problems, PHRASES["en"], NOW)
-    assert "You have 12 new problems. The worst is disaster." in text
+    assert "You have 12 new problems. The highest severity is disaster." in text
     assert text.index("db01") < text.index("web00")  # worst first
     assert "And 9 more." in text
     xml = call_twiml(
-        problems, phrases=PHRASES["en"], voices=VOICES, gather_url="u", gather_timeout=6, now=NOW
+        problems,
+        phrases=PHRASES["en"],
+        voices=VOICES,
+        gather_url="u",
+        gather_timeout=6,
+        now=NOW,
+        keys=Keys(),
     )
     assert "acknowledge all of them" in xml
 
@@ -151,6 +161,7 @@ def test_menu_with_a_prefix_is_a_gather() -> None:
             gather_url="u",
             gather_timeout=6,
             bundle=False,
+            keys=Keys(),
             prefix=PHRASES["en"].invalid,
         )
     )

@@ -212,7 +212,7 @@ class Callbacks:
         match action:
             case KeyAction.ACKNOWLEDGE | KeyAction.CLOSE | KeyAction.COMMENT:
                 text = (
-                    phrases.bundle_acknowledged.format(count=len(record.problems))
+                    phrases.bundle_acknowledged(len(record.problems))
                     if len(record.problems) > 1
                     else phrases.acknowledged
                 )
@@ -228,6 +228,7 @@ class Callbacks:
                         gather_url=self._gather_url(record, round_),
                         gather_timeout=self.settings.dial_gather_timeout,
                         now=datetime.now(UTC),
+                        keys=self.settings.keys(),
                     )
                 )
             case _:
@@ -243,19 +244,19 @@ class Callbacks:
                 return None
             incidents.append(incident)
         acked = next((i for i in incidents if i.status is IncidentStatus.ACKNOWLEDGED), None)
+        bundle = len(record.problems) > 1
         # By who they are: two people can share a name or a masked number.
         if acked is not None and acked.acked_by_id != record.contact.id:
-            name = acked.acked_by or "another engineer"
-            return after_key(
-                phrases.already_acknowledged.format(name=name), phrases=phrases, voices=self.voices
-            )
+            text = phrases.already_acknowledged(acked.acked_by, bundle=bundle)
+            return after_key(text, phrases=phrases, voices=self.voices)
         if acked is None:
-            return after_key(phrases.already_resolved, phrases=phrases, voices=self.voices)
+            text = phrases.already_resolved(bundle=bundle)
+            return after_key(text, phrases=phrases, voices=self.voices)
         # Acknowledged by this very person: their keypress is stored already (that is how it
         # got acknowledged). A repeat of it (a replay, Twilio retrying the request after our
         # de-duplication window) hears the same answer and stores nothing more.
         text = (
-            phrases.bundle_acknowledged.format(count=len(record.problems))
+            phrases.bundle_acknowledged(len(record.problems))
             if len(record.problems) > 1
             else phrases.acknowledged
         )
@@ -277,6 +278,7 @@ class Callbacks:
                 gather_url=self._gather_url(record, round_),
                 gather_timeout=self.settings.dial_gather_timeout,
                 bundle=len(record.problems) > 1,
+                keys=self.settings.keys(),
                 prefix=prefix,
             )
         )

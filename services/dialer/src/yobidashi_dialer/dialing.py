@@ -261,6 +261,7 @@ class DialWorker:
             gather_url=gather,
             gather_timeout=self.settings.dial_gather_timeout,
             now=_now(),
+            keys=self.settings.keys(),
         )
         request = CallRequest(
             to=record.contact.number,

@@ -10,6 +10,7 @@ from pydantic_settings import NoDecode
 
 from yobidashi_common.phone import InvalidPhoneNumber, normalize
 from yobidashi_common.settings import Seconds, ServiceSettings
+from yobidashi_dialer.voice.phrases import Keys
 
 
 class DialerSettings(ServiceSettings):
@@ -117,6 +118,15 @@ class DialerSettings(ServiceSettings):
     @classmethod
     def _strip(cls, value: str) -> str:
         return value.rstrip("/")
+
+    def keys(self) -> Keys:
+        return Keys(
+            acknowledge=self.key_acknowledge,
+            forward=self.key_pass,
+            repeat=self.key_repeat,
+            close=self.key_close,
+            comment=self.key_comment,
+        )
 
     def caller_id_for(self, recipient: str) -> str:
         """Sticky: the same recipient always sees the same number (whitelisted past DND)."""

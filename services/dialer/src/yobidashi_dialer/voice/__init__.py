@@ -1,6 +1,6 @@
 """What a call says, per language, as TwiML."""
 
-from yobidashi_dialer.voice.phrases import PHRASES, Language, Phrases
+from yobidashi_dialer.voice.phrases import PHRASES, Keys, Language, Phrases
 from yobidashi_dialer.voice.twiml import (
     Announcement,
     Voices,
@@ -14,6 +14,7 @@ from yobidashi_dialer.voice.twiml import (
 __all__ = [
     "PHRASES",
     "Announcement",
+    "Keys",
     "Language",
     "Phrases",
     "Voices",

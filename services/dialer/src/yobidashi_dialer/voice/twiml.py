@@ -15,7 +15,7 @@ from datetime import datetime
 from twilio.twiml.voice_response import Gather, VoiceResponse
 
 from yobidashi_common.events import Severity
-from yobidashi_dialer.voice.phrases import Phrases
+from yobidashi_dialer.voice.phrases import Keys, Phrases
 
 # Inline TwiML may hold 4000 characters; keep a margin for the builder's own markup.
 TWIML_LIMIT = 4000
@@ -29,6 +29,7 @@ BUNDLE_ITEMS_SPOKEN = 3
 _XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
 _SPACES = re.compile(r"\s+")
 _BOUNDARY = re.compile(r"[\s。、，,.:;！？!?）)\]」』-]")
+_FINAL_STOP = re.compile(r"[\s。．.!！?？]+$")
 
 
 def speakable(text: str, limit: int) -> str:
@@ -41,6 +42,11 @@ def speakable(text: str, limit: int) -> str:
     if boundaries and boundaries[-1] >= limit * 0.6:
         cut = cut[: boundaries[-1]]
     return cut.rstrip(" 、，,.:;-") + "…"
+
+
+def _sentence(title: str, limit: int) -> str:
+    """A title to end with our own full stop: its own would be read twice (「…。。」)."""
+    return _FINAL_STOP.sub("", speakable(title, limit)) or speakable(title, limit)
 
 
 @dataclass(frozen=True)
@@ -76,11 +82,11 @@ def spoken_alert(
             phrases.alert.format(
                 severity=phrases.severity[p.severity],
                 host=speakable(p.host, HOST_LIMIT),
-                title=speakable(p.title, title_limit),
+                title=_sentence(p.title, title_limit),
             )
         )
         if p.started_at is not None:
-            parts.append(phrases.started.format(age=phrases.age(now - p.started_at)))
+            parts.append(phrases.started(now - p.started_at))
         return phrases.joiner.join(parts)
     ordered = sorted(problems, key=lambda p: p.severity.rank, reverse=True)
     parts.append(
@@ -91,7 +97,7 @@ def spoken_alert(
     for n, p in enumerate(ordered[:BUNDLE_ITEMS_SPOKEN], start=1):
         parts.append(
             phrases.bundle_item.format(
-                n=n, host=speakable(p.host, HOST_LIMIT), title=speakable(p.title, title_limit // 2)
+                n=n, host=speakable(p.host, HOST_LIMIT), title=_sentence(p.title, title_limit // 2)
             )
         )
     if len(ordered) > BUNDLE_ITEMS_SPOKEN:
@@ -130,10 +136,11 @@ def call_twiml(
     gather_url: str,
     gather_timeout: int,
     now: datetime,
+    keys: Keys,
 ) -> str:
     """The document a call starts with: the alert, then the menu, inside one Gather so that a
     key pressed while the alert is still being read takes effect at once."""
-    menu = phrases.bundle_menu if len(problems) > 1 else phrases.menu
+    menu = phrases.menu(keys, bundle=len(problems) > 1)
     limit = TITLE_LIMIT
     while True:
         response = VoiceResponse()
@@ -153,11 +160,11 @@ def call_twiml(
 
 def menu_twiml(
     *, phrases: Phrases, voices: Voices, gather_url: str, gather_timeout: int, bundle: bool,
-    prefix: str | None = None,
+    keys: Keys, prefix: str | None = None,
 ) -> str:  # fmt: skip
     """The menu again (after no input, an invalid key, or a failure to take the key)."""
     response = VoiceResponse()
-    texts = [t for t in (prefix, phrases.bundle_menu if bundle else phrases.menu) if t]
+    texts = [t for t in (prefix, phrases.menu(keys, bundle=bundle)) if t]
     _gather(response, gather_url, gather_timeout, texts, phrases, voices)
     return str(response)
 
@@ -175,6 +182,6 @@ def voicemail_twiml(problem: Announcement, *, phrases: Phrases, voices: Voices) 
     text = phrases.voicemail.format(
         severity=phrases.severity[problem.severity],
         host=speakable(problem.host, HOST_LIMIT),
-        title=speakable(problem.title, TITLE_LIMIT),
+        title=_sentence(problem.title, TITLE_LIMIT),
     )
     return after_key(text, phrases=phrases, voices=voices)
