@@ -15,15 +15,15 @@ from fastapi import APIRouter, HTTPException, Query
 from yobidashi_common.phone import mask
 from yobidashi_dialer.core.engine import Engine
 from yobidashi_dialer.core.model import Incident
-from yobidashi_dialer.oncall import OnCallConfig, on_call
-from yobidashi_dialer.oncall.schedule import next_change
+from yobidashi_dialer.oncall import OnCallConfig
+from yobidashi_dialer.oncall.schedule import next_change, who_is_on_call
 
 
 def oncall_view(config: OnCallConfig, at: datetime) -> dict[str, Any]:
     schedules = []
     for schedule in config.schedules:
-        person = on_call(schedule, at)
-        contact = config.contact(person) if person else None
+        found = who_is_on_call(schedule, at)
+        contact = config.contact(found.contact) if found else None
         change = next_change(schedule, at)
         schedules.append(
             {
@@ -31,8 +31,13 @@ def oncall_view(config: OnCallConfig, at: datetime) -> dict[str, Any]:
                 "name": schedule.name or schedule.id,
                 "timezone": schedule.timezone,
                 "on_call": (
-                    {"id": contact.id, "name": contact.name, "phone": mask(contact.phones[0])}
-                    if contact
+                    {
+                        "id": contact.id,
+                        "name": contact.name,
+                        "phone": mask(contact.phones[0]),
+                        "because": found.because(schedule),
+                    }
+                    if contact and found
                     else None
                 ),
                 "until": change.isoformat() if change else None,

@@ -80,7 +80,8 @@ def oncall_now(args: argparse.Namespace) -> int:
         person = schedule["on_call"]
         who = f"{person['name']} ({person['phone']})" if person else "nobody"
         until = f" until {schedule['until']}" if schedule["until"] else ""
-        _print(f"  {schedule['name']:<20} {who}{until}")
+        because = f" [{person['because']}]" if person and person.get("because") else ""
+        _print(f"  {schedule['name']:<20} {who}{until}{because}")
     return 0
 
 

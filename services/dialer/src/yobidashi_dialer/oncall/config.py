@@ -7,11 +7,12 @@ raises `ConfigError` with one message per problem, each naming the line and the 
 from __future__ import annotations
 
 import re
-from datetime import datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import holidays
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -133,6 +134,34 @@ class Layer(_Model):
     name: str = ""
     rotation: Rotation
     restrict: list[Restriction] = Field(default_factory=list)
+    holidays: str | None = Field(
+        None, description="Country (ISO 3166 code, e.g. JP) whose public holidays count."
+    )
+    extra_holidays: list[date] = Field(
+        default_factory=list, description="More days off for this layer (e.g. 2026-12-29)."
+    )
+    on_holidays: Literal["only", "never"] | None = Field(
+        None, description="Apply only on holidays (休日当番), or never on them."
+    )
+
+    @field_validator("holidays")
+    @classmethod
+    def _country(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        code = value.strip().upper()
+        if code not in holidays.list_supported_countries():
+            raise ValueError(f"no public holidays known for {value!r} (use a code like JP)")
+        return code
+
+    @model_validator(mode="after")
+    def _holiday_rule(self) -> Layer:
+        has_days = self.holidays is not None or bool(self.extra_holidays)
+        if self.on_holidays is not None and not has_days:
+            raise ValueError("on_holidays needs holidays (a country) or extra_holidays")
+        if has_days and self.on_holidays is None:
+            raise ValueError("holidays are given: say on_holidays: only or never")
+        return self
 
 
 class Override(_Model):

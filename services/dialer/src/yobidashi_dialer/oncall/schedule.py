@@ -8,8 +8,12 @@ overrides replace the result for their window (only while ``replaces`` is on cal
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta, tzinfo
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta, tzinfo
+from functools import cache
 from zoneinfo import ZoneInfo
+
+import holidays
 
 from yobidashi_dialer.oncall.config import Layer, Restriction, Rotation, Schedule, Weekday
 
@@ -56,27 +60,72 @@ def _in_window(window: Restriction, local: datetime) -> bool:
     )
 
 
+@cache
+def _public_holidays(country: str) -> holidays.HolidayBase:
+    # Fills in each year the first time a date in it is asked about.
+    return holidays.country_holidays(country)
+
+
+def is_holiday(layer: Layer, day: date) -> bool:
+    """A public holiday of the layer's country (substitute holidays included), or one of its
+    extra days. The day is the schedule's local date: a holiday runs from 00:00 to 24:00."""
+    if day in layer.extra_holidays:
+        return True
+    return layer.holidays is not None and day in _public_holidays(layer.holidays)
+
+
 def layer_applies(layer: Layer, at: datetime, tz: tzinfo) -> bool:
+    local = at.astimezone(tz)
+    if layer.on_holidays is not None and (
+        is_holiday(layer, local.date()) != (layer.on_holidays == "only")
+    ):
+        return False
     if not layer.restrict:
         return True
-    local = at.astimezone(tz)
     return any(_in_window(window, local) for window in layer.restrict)
+
+
+@dataclass(frozen=True)
+class OnCall:
+    """Who is on call, and why: which layer's rotation (a holiday layer on a holiday), or an
+    override."""
+
+    contact: str
+    layer: int | None = None  # index in the schedule's layers; None for an override
+    holiday: bool = False  # the layer applies because today is a holiday (on_holidays: only)
+    override: bool = False
+
+    def because(self, schedule: Schedule) -> str:
+        if self.override:
+            return "override"
+        assert self.layer is not None
+        name = schedule.layers[self.layer].name or f"layer {self.layer + 1}"
+        return f"holiday layer {name}" if self.holiday else f"rotation {name}"
+
+
+def who_is_on_call(schedule: Schedule, at: datetime) -> OnCall | None:
+    """Who is on call at ``at`` (an aware datetime), with the reason, or None."""
+    tz = ZoneInfo(schedule.timezone)
+    at = at.astimezone(UTC)
+    found: OnCall | None = None
+    for index, layer in enumerate(schedule.layers):
+        if layer_applies(layer, at, tz):
+            member = rotation_member(layer.rotation, at, tz)
+            if member is not None:
+                found = OnCall(member, index, holiday=layer.on_holidays == "only")
+    for override in schedule.overrides:
+        person = found.contact if found else None
+        if aware(override.start, tz) <= at < aware(override.end, tz) and (
+            override.replaces is None or override.replaces == person
+        ):
+            found = OnCall(override.contact, override=True)
+    return found
 
 
 def on_call(schedule: Schedule, at: datetime) -> str | None:
     """The contact id on call at ``at`` (an aware datetime), or None."""
-    tz = ZoneInfo(schedule.timezone)
-    at = at.astimezone(UTC)
-    person = None
-    for layer in schedule.layers:
-        if layer_applies(layer, at, tz):
-            person = rotation_member(layer.rotation, at, tz) or person
-    for override in schedule.overrides:
-        if aware(override.start, tz) <= at < aware(override.end, tz) and (
-            override.replaces is None or override.replaces == person
-        ):
-            person = override.contact
-    return person
+    found = who_is_on_call(schedule, at)
+    return found.contact if found else None
 
 
 def next_change(
