@@ -73,8 +73,8 @@ screenshots: setup zabbix-up ## regenerate docs/images/*.png (the web phone, the
 test-unit: venv ## only the fast tests that need nothing running
 	$(VENV)/bin/pytest -m "not integration and not zabbix and not e2e and not chaos"
 
-media-type: venv ## rebuild deploy/zabbix/media_yobidashi.yaml from its JavaScript
-	$(VENV)/bin/python deploy/zabbix/build_media_type.py
+media-type: venv ## rebuild deploy/zabbix/yobidashi/media_yobidashi.yaml from its JavaScript
+	$(VENV)/bin/python deploy/zabbix/yobidashi/build_media_type.py
 
 clean: ## stop the local Zabbix, remove the environment and local run data
 	-[ -x $(VENV)/bin/python ] && $(ZABBIX_DEV) purge

@@ -26,7 +26,7 @@ from yobidashi_testing.processes import ServiceProcess
 pytestmark = pytest.mark.integration
 
 TOKEN = "media-type-test-token-123456"
-REPO = MEDIA_TYPE_YAML.parents[2]
+REPO = MEDIA_TYPE_YAML.parents[3]
 
 PROBLEM_MACROS = {
     "{EVENT.SOURCE}": "0",
@@ -78,12 +78,12 @@ async def stored(url: str) -> list[AlertEvent]:
 
 
 def test_committed_yaml_embeds_the_current_script() -> None:
-    check = [sys.executable, str(REPO / "deploy/zabbix/build_media_type.py"), "--check"]
+    check = [sys.executable, str(REPO / "deploy/zabbix/yobidashi/build_media_type.py"), "--check"]
     assert subprocess.run(check, check=False).returncode == 0, (
         "deploy/zabbix/media_yobidashi.yaml is stale: run `make media-type`"
     )
     media = load_media_type()
-    assert media["script"] == (REPO / "deploy/zabbix/media_yobidashi.js").read_text()
+    assert media["script"] == (REPO / "deploy/zabbix/yobidashi/media_yobidashi.js").read_text()
 
 
 def test_export_is_zabbix_6_0_format() -> None:

@@ -14,7 +14,7 @@ import httpx
 import yaml
 
 REPO = Path(__file__).resolve().parents[4]
-MEDIA_TYPE_YAML = REPO / "deploy" / "zabbix" / "media_yobidashi.yaml"
+MEDIA_TYPE_YAML = REPO / "deploy" / "zabbix" / "yobidashi" / "media_yobidashi.yaml"
 
 _SHIM = """
 function HttpRequest() { this._headers = []; this._status = 0; this._proxy = null; }

@@ -66,7 +66,7 @@ aloud, and writes their keypress back to Zabbix as an acknowledgement.
 2. Give each on-call user a media of this type whose "Send to" is their phone number.
 3. In an action for trigger events, send to those users through this media type for problem,
    recovery and update operations.
-Details: deploy/zabbix/README.md in the Yobidashi repository."""
+Details: deploy/zabbix/yobidashi/README.md in the Yobidashi repository."""
 
 TEMPLATES = [
     (
