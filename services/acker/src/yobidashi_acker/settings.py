@@ -19,6 +19,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
 from yobidashi_acker.zabbix import ZabbixConnection
+from yobidashi_common.bus import backoff_delay
 from yobidashi_common.events import OWN_ACK_MARKER
 from yobidashi_common.settings import Seconds, ServiceSettings, parse_duration, secret_value
 
@@ -223,6 +224,5 @@ class AckerSettings(ServiceSettings):
         )
 
     def retry_delay(self, deliveries: int) -> float:
-        """The backoff before delivery ``deliveries + 1``."""
-        backoff = self.acker_retry_backoff
-        return backoff[min(max(deliveries, 1), len(backoff)) - 1]
+        """The backoff before delivery ``deliveries + 1``, as the bus computes it."""
+        return backoff_delay(self.acker_retry_backoff, deliveries)
