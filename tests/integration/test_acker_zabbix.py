@@ -25,7 +25,7 @@ import nats
 import pytest
 
 from yobidashi_acker.message import Intent, make_ref
-from yobidashi_acker.zabbix import PyZabbixApi, ZabbixConnection
+from yobidashi_acker.zabbix import HttpZabbixApi, ZabbixConnection
 from yobidashi_common.events import (
     AckOutcome,
     AckResult,
@@ -399,7 +399,7 @@ async def test_password_login_against_the_real_6_0(setup: Setup, zabbix_dev: Dev
     username = f"{PREFIX}-pw"
     zs.ensure_user(setup.rpc, zs.UserSpec(username=username, usrgrpids=[group], password=password))
     eventid, _ = fire(setup)
-    api = PyZabbixApi(
+    api = HttpZabbixApi(
         ZabbixConnection(url=setup.api_url, username=username, password=password, timeout=10)
     )
     try:

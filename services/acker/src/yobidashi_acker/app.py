@@ -22,7 +22,7 @@ from fastapi import FastAPI
 from yobidashi_acker import __version__
 from yobidashi_acker.acks import Acker, acks_bucket, consumer_spec
 from yobidashi_acker.settings import AckerSettings
-from yobidashi_acker.zabbix import PyZabbixApi, ZabbixApi, ZabbixError
+from yobidashi_acker.zabbix import HttpZabbixApi, ZabbixApi, ZabbixError
 from yobidashi_common.bus import Bus, Consumer
 from yobidashi_common.events import KeyPressed
 from yobidashi_common.service import add_ops_routes
@@ -56,7 +56,7 @@ def create_app(
         streams=shared_streams(settings),
         buckets=[acks_bucket(settings)],
     )
-    zabbix = zabbix or PyZabbixApi(settings.zabbix_connection())
+    zabbix = zabbix or HttpZabbixApi(settings.zabbix_connection())
     acker = Acker(settings, bus, zabbix)
     consumer = Consumer(bus, consumer_spec(settings), KeyPressed, acker.handle)
 

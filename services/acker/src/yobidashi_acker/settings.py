@@ -121,7 +121,10 @@ class AckerSettings(ServiceSettings):
         "Keep above NATS_EVENTS_MAX_AGE (how long a keypress can be redelivered).",
     )
     acker_concurrency: int = Field(
-        4, ge=1, le=64, description="Keypresses handled at once (Zabbix calls are serialised)."
+        4,
+        ge=1,
+        le=64,
+        description="Keypresses handled at once, and the most Zabbix API requests in flight.",
     )
 
     @field_validator(
@@ -221,6 +224,7 @@ class AckerSettings(ServiceSettings):
             http_password=secret_value(self.zabbix_http_password),
             verify=verify,
             timeout=self.zabbix_timeout,
+            max_connections=self.acker_concurrency,
         )
 
     def retry_delay(self, deliveries: int) -> float:
