@@ -33,9 +33,12 @@ log = get_logger(__name__)
 
 
 async def probe_zabbix(zabbix: ZabbixApi, interval: float) -> None:
-    """Keep /status, readiness and the zabbix_up metric fresh between acknowledgements."""
-    if interval <= 0:
-        return
+    """Check Zabbix once at start, then every ``interval`` seconds (0: only at start).
+
+    The first check is what logs the detected version and auth placement (``zabbix.version``)
+    and sets ``yobidashi_acker_zabbix_info`` before any keypress needs them; the later ones
+    keep /status, readiness and the zabbix_up metric fresh between acknowledgements.
+    """
     while True:
         try:
             await zabbix.check()
@@ -44,6 +47,8 @@ async def probe_zabbix(zabbix: ZabbixApi, interval: float) -> None:
             log.warning("zabbix.probe_failed", kind=exc.kind.value, error=str(exc))
         except Exception:
             log.exception("zabbix.probe_error")
+        if interval <= 0:
+            return
         await asyncio.sleep(interval)
 
 

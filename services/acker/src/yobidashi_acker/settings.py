@@ -69,7 +69,8 @@ class AckerSettings(ServiceSettings):
     zabbix_probe_interval: Seconds = Field(
         60.0,
         description="How often to check that Zabbix answers and accepts our credentials "
-        "(version, login, one cheap call), for /status, metrics and readiness. 0 disables.",
+        "(version, login, one cheap call), for /status, metrics and readiness. Always once at "
+        "start; 0: only then.",
     )
 
     # -- acknowledging ----------------------------------------------------------------------------
