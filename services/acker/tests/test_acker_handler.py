@@ -23,8 +23,9 @@ import pytest
 from fastapi import FastAPI
 from prometheus_client import REGISTRY
 
-from yobidashi_acker.acks import ACKS_BUCKET, AckMarker, MarkerState, marker_key
+from yobidashi_acker.acks import ACKS_BUCKET
 from yobidashi_acker.app import create_app
+from yobidashi_acker.claims import AckMarker, MarkerState, marker_key
 from yobidashi_acker.message import Intent, make_ref
 from yobidashi_acker.settings import AckerSettings
 from yobidashi_acker.zabbix import EventInfo, HttpZabbixApi, ZabbixError
