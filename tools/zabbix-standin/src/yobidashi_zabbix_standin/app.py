@@ -19,14 +19,17 @@ import asyncio
 import base64
 import json
 import time
+from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
 from yobidashi_zabbix_standin.api import RpcError, Seen, ZabbixStandIn
 from yobidashi_zabbix_standin.faults import Fault
 
-Scope = dict[str, Any]
-Message = dict[str, Any]
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
 JSON_TYPES = ("application/json-rpc", "application/json", "application/jsonrequest")
 ERROR_PAGE = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
 
@@ -51,7 +54,7 @@ class StandInApp:
     def __init__(self, standin: ZabbixStandIn) -> None:
         self.standin = standin
 
-    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await _lifespan(receive, send)
             return
@@ -168,10 +171,10 @@ def _reply_for(fault: Fault, body: Any) -> Reply:
     return _json({"jsonrpc": "2.0", "error": error, "id": request_id})
 
 
-async def _body(receive: Any) -> bytes:
+async def _body(receive: Receive) -> bytes:
     chunks = []
     while True:
-        message: Message = await receive()
+        message = await receive()
         if message["type"] != "http.request":
             break
         chunks.append(message.get("body", b""))
@@ -180,7 +183,7 @@ async def _body(receive: Any) -> bytes:
     return b"".join(chunks)
 
 
-async def _send(send: Any, reply: Reply) -> None:
+async def _send(send: Send, reply: Reply) -> None:
     if reply.drop:
         # Promise a body and return without it: the server closes the connection mid-answer,
         # which a client sees as a broken connection (ASGI has no other way to hang up).
@@ -197,9 +200,9 @@ async def _send(send: Any, reply: Reply) -> None:
     await send({"type": "http.response.body", "body": reply.body})
 
 
-async def _lifespan(receive: Any, send: Any) -> None:
+async def _lifespan(receive: Receive, send: Send) -> None:
     while True:
-        message: Message = await receive()
+        message = await receive()
         if message["type"] == "lifespan.startup":
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
