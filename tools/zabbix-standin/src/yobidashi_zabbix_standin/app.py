@@ -31,7 +31,6 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 JSON_TYPES = ("application/json-rpc", "application/json", "application/jsonrequest")
-ERROR_PAGE = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
 
 
 @dataclass(frozen=True)
@@ -48,6 +47,11 @@ DROPPED = Reply(200, drop=True)
 
 def _json(data: Any, status: int = 200) -> Reply:
     return Reply(status, json.dumps(data).encode())
+
+
+def _error_page(status: int) -> Reply:
+    """What a proxy or PHP answers instead of the API: HTML, not JSON."""
+    return Reply(status, f"<html><body><h1>HTTP {status}</h1></body></html>".encode(), "text/html")
 
 
 class StandInApp:
@@ -114,7 +118,7 @@ class StandInApp:
         if faults.down:
             return DROPPED
         if faults.http_status is not None:
-            return Reply(faults.http_status, ERROR_PAGE, "text/html")
+            return _error_page(faults.http_status)
         if faults.raw_answer is not None:
             return Reply(200, faults.raw_answer, "text/html")
         fault = faults.take(method)
@@ -163,7 +167,7 @@ def _reply_for(fault: Fault, body: Any) -> Reply:
     if fault.drop:
         return DROPPED
     if fault.http_status is not None:
-        return Reply(fault.http_status, ERROR_PAGE, "text/html")
+        return _error_page(fault.http_status)
     assert fault.rpc_error is not None
     code, message, data = fault.rpc_error
     request_id = body.get("id") if isinstance(body, dict) else None
