@@ -18,15 +18,13 @@ import platform
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import httpx
-import uvicorn
-from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
 from yobidashi_testing.nats_server import NatsServer, find_nats_server, free_port
@@ -273,27 +271,6 @@ def nats_server() -> Iterator[NatsServer]:
         sys.exit("nats-server not found: run `make venv`")
     with NatsServer(binary) as server:
         yield server
-
-
-@asynccontextmanager
-async def serve_in_process(app: FastAPI) -> AsyncIterator[str]:
-    """Serve ``app`` with uvicorn in this process on a free port; yields its base URL."""
-    port = free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="off"
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.02)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(task, 10)
 
 
 async def eventually(

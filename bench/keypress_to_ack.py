@@ -15,8 +15,9 @@ Clock points (all ``time.time()`` on this host):
 
 Two variants, one stack (nats-server, ingest, dialer, simulator as processes; acker as a
 process too, pointed at each in turn):
-  (a) stand-in: the JSON-RPC stand-in of ``make run`` (yobidashi_devstack.zabbix_standin),
-      served by uvicorn in this process, which stamps each request's arrival: the pure figure;
+  (a) stand-in: the Zabbix JSON-RPC stand-in (yobidashi_zabbix_standin, 6.0's rules, as in
+      ``make run``), served by uvicorn in this process; it stamps each request's arrival and
+      answer: the pure figure;
   (b) real Zabbix 6.0 (``yobidashi_testing.zabbix_dev``), provisioned with the prefix "bench"
       as the end-to-end tests do; each sample is a real problem raised over the trapper, which
       Zabbix notifies to ingest through our media type. A recording reverse proxy in front of
@@ -30,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import json
 import re
 import tempfile
@@ -42,8 +42,6 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from fastapi import FastAPI
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bench.common import (
     INGEST_TOKEN,
@@ -60,12 +58,10 @@ from bench.common import (
     print_figures,
     run,
     save,
-    serve_in_process,
     sim_client,
     sim_process,
     size,
 )
-from yobidashi_devstack.zabbix_standin import ZabbixStandIn, router
 from yobidashi_testing import payloads, zabbix_dev
 from yobidashi_testing import zabbix_scenario as zs
 from yobidashi_testing.media_type import MEDIA_TYPE_YAML
@@ -73,6 +69,8 @@ from yobidashi_testing.nats_server import free_port
 from yobidashi_testing.processes import ServiceProcess
 from yobidashi_testing.stack import Sim
 from yobidashi_testing.zabbix_api import ZabbixRpc
+from yobidashi_zabbix_standin import USER as STANDIN_USER
+from yobidashi_zabbix_standin import ZabbixStandIn, serve
 
 SIZES = {"quick": (30, 5), "default": (100, 20), "full": (300, 50)}  # (stand-in, real Zabbix)
 STANDIN_RATE = 5.0  # keypresses per second in (a): a storm, not a flood
@@ -120,35 +118,18 @@ class Recorder:
         return [a for a in self.arrivals if a.method == "event.acknowledge"]
 
 
-# -- (a) the stand-in, stamped ----------------------------------------------------------------
-
-ARRIVED: contextvars.ContextVar[float] = contextvars.ContextVar("arrived", default=0.0)
+# -- (a) the stand-in, which stamps every request itself -------------------------------------
 
 
-class StampArrival:
-    """ASGI middleware: the time a request's headers arrived, before its body is read."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            ARRIVED.set(time.time())
-        await self.app(scope, receive, send)
-
-
-class RecordingStandIn(ZabbixStandIn):
-    def __init__(self, api_token: str, recorder: Recorder) -> None:
-        super().__init__(api_token)
-        self.recorder = recorder
-
-    def call(self, body: dict[str, Any]) -> Any:
-        entry = self.recorder.record(body, ARRIVED.get() or time.time())
-        try:
-            return super().call(body)
-        finally:
-            if entry is not None:
-                entry.answered = time.time()
+def recorded(standin: ZabbixStandIn) -> Recorder:
+    """The stand-in's own record of requests (arrived: when the request started to arrive,
+    before its body was read; answered: when its answer went out), as the proxy records them."""
+    recorder = Recorder()
+    for seen in standin.seen:
+        entry = recorder.record(seen.body, seen.arrived)
+        if entry is not None:
+            entry.answered = seen.answered
+    return recorder
 
 
 # -- (b) the recording proxy in front of the real frontend -------------------------------------
@@ -274,16 +255,12 @@ def acker_process(work: Path, name: str, nats_url: str, **env: str) -> ServicePr
 async def standin_run(
     work: Path, nats_url: str, ingest: ServiceProcess, sim: Sim, count: int
 ) -> dict[str, Any]:
-    recorder = Recorder()
-    standin = RecordingStandIn("bench-standin-token-" + "0" * 44, recorder)
-    app = FastAPI()
-    app.include_router(router(standin))
-    app.add_middleware(StampArrival)
-    async with serve_in_process(app) as base:
+    token = "bench-standin-token-" + "0" * 44
+    standin = ZabbixStandIn("6.0.14", tokens={token: STANDIN_USER}, auto_problems=True)
+    async with serve(standin) as base:
         with acker_process(
-            work, "standin", nats_url, ZABBIX_URL=f"{base}/zabbix",
-            ZABBIX_API_TOKEN=standin.api_token,
-        ) as acker:  # fmt: skip
+            work, "standin", nats_url, ZABBIX_URL=f"{base}/zabbix", ZABBIX_API_TOKEN=token
+        ) as acker:
             acker.wait_ready()
             async with aiohttp.ClientSession(
                 headers={"Authorization": f"Bearer {INGEST_TOKEN}"}
@@ -297,14 +274,14 @@ async def standin_run(
                         await resp.read()
 
             async def all_acked() -> bool:
-                return len(recorder.acks()) >= count
+                return len(standin.calls("event.acknowledge")) >= count
 
             try:
                 await eventually(all_acked, f"{count} acknowledgements", 60 + count / 2)
             except TimeoutError as exc:
                 print(f"  (a) {exc}; reporting what arrived")
             await asyncio.sleep(0.5)
-    return breakdown(recorder, await presses(sim))
+    return breakdown(recorded(standin), await presses(sim))
 
 
 async def shared_zabbix() -> zabbix_dev.DevInstance:

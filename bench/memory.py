@@ -42,7 +42,6 @@ from typing import Any
 import aiohttp
 import httpx
 import nats
-from fastapi import FastAPI
 
 from bench.common import (
     BUSY,
@@ -63,16 +62,16 @@ from bench.common import (
     sample,
     save,
     scrape,
-    serve_in_process,
     sim_client,
     sim_process,
     size,
 )
-from yobidashi_devstack.zabbix_standin import ZabbixStandIn, router
 from yobidashi_testing import payloads
 from yobidashi_testing.nats_server import free_port
 from yobidashi_testing.processes import ServiceProcess
 from yobidashi_testing.stack import Sim
+from yobidashi_zabbix_standin import USER as STANDIN_USER
+from yobidashi_zabbix_standin import ZabbixStandIn, serve
 
 SIZES = {"quick": (5_000, 200), "default": (33_334, 1_000), "full": (100_000, 3_000)}
 SERVICES = ("ingest", "dialer", "acker")
@@ -194,10 +193,9 @@ async def main() -> None:
             sim_proc = stack.enter_context(sim_process(work, scenario=BUSY, time_scale="0.05"))
             sim = sim_client(sim_proc.url)
             stack.push_async_callback(sim.http.aclose)
-            standin = ZabbixStandIn("bench-memory-token-" + "0" * 45)
-            app = FastAPI()
-            app.include_router(router(standin))
-            zabbix = await stack.enter_async_context(serve_in_process(app))
+            token = "bench-memory-token-" + "0" * 45
+            standin = ZabbixStandIn("6.0.14", tokens={token: STANDIN_USER}, auto_problems=True)
+            zabbix = await stack.enter_async_context(serve(standin))
             dport = free_port()
             procs = {
                 "ingest": ServiceProcess(
@@ -214,7 +212,7 @@ async def main() -> None:
                     {
                         "NATS_URL": server.url,
                         "ZABBIX_URL": f"{zabbix}/zabbix",
-                        "ZABBIX_API_TOKEN": standin.api_token,
+                        "ZABBIX_API_TOKEN": token,
                         "LOG_LEVEL": "WARNING",
                         "SHUTDOWN_GRACE": "3",
                     },

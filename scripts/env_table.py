@@ -30,6 +30,7 @@ def _sections() -> list[tuple[str, type[BaseSettings], type[BaseSettings] | None
     from yobidashi_dialer.settings import DialerSettings
     from yobidashi_ingest.settings import IngestSettings
     from yobidashi_twilio_sim.settings import SimSettings
+    from yobidashi_zabbix_standin.settings import StandInSettings
 
     return [
         ("All services: NATS", NatsSettings, None),
@@ -38,6 +39,7 @@ def _sections() -> list[tuple[str, type[BaseSettings], type[BaseSettings] | None
         ("Dialer", DialerSettings, ServiceSettings),
         ("Acker", AckerSettings, ServiceSettings),
         ("Twilio simulator (development and tests only)", SimSettings, None),
+        ("Zabbix stand-in (development and tests only)", StandInSettings, None),
     ]
 
 

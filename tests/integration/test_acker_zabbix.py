@@ -15,17 +15,21 @@ import re
 import secrets
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import nats
 import pytest
+from aiohttp import web
 
 from yobidashi_acker.message import Intent, make_ref
-from yobidashi_acker.zabbix import PyZabbixApi, ZabbixConnection
+from yobidashi_acker.zabbix import HttpZabbixApi, ZabbixConnection
+from yobidashi_acker.zabbix.rules import parse_version
 from yobidashi_common.events import (
     AckOutcome,
     AckResult,
@@ -36,7 +40,7 @@ from yobidashi_common.events import (
 )
 from yobidashi_common.subjects import ACKS_STREAM, DLQ_STREAM, keys_subject
 from yobidashi_testing import zabbix_scenario as zs
-from yobidashi_testing.nats_server import NatsServer
+from yobidashi_testing.nats_server import NatsServer, free_port
 from yobidashi_testing.processes import ServiceProcess
 from yobidashi_testing.zabbix_api import ZabbixRpc
 from yobidashi_testing.zabbix_dev import DevInstance, start_frontend, stop_frontend
@@ -399,7 +403,7 @@ async def test_password_login_against_the_real_6_0(setup: Setup, zabbix_dev: Dev
     username = f"{PREFIX}-pw"
     zs.ensure_user(setup.rpc, zs.UserSpec(username=username, usrgrpids=[group], password=password))
     eventid, _ = fire(setup)
-    api = PyZabbixApi(
+    api = HttpZabbixApi(
         ZabbixConnection(url=setup.api_url, username=username, password=password, timeout=10)
     )
     try:
@@ -414,3 +418,96 @@ async def test_password_login_against_the_real_6_0(setup: Setup, zabbix_dev: Dev
     assert entry is not None
     assert entry.username == username
     assert api.status.auth_placement == "body"
+
+
+# -- what goes over the wire ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Recorded:
+    method: str
+    body: dict[str, Any]
+    headers: dict[str, str]  # lower-case names
+
+
+@asynccontextmanager
+async def recording_proxy(upstream: str) -> AsyncIterator[tuple[str, list[Recorded]]]:
+    """A reverse proxy in front of the frontend that records every JSON-RPC request."""
+    seen: list[Recorded] = []
+    hop = {"host", "content-length", "transfer-encoding", "connection"}
+    async with aiohttp.ClientSession(auto_decompress=False) as session:
+
+        async def forward(request: web.Request) -> web.Response:
+            body = await request.read()
+            payload = json.loads(body)
+            headers = {k.lower(): v for k, v in request.headers.items()}
+            seen.append(Recorded(str(payload.get("method")), payload, headers))
+            async with session.post(
+                upstream + request.path_qs,
+                data=body,
+                headers={k: v for k, v in request.headers.items() if k.lower() not in hop},
+            ) as answer:
+                content = await answer.read()
+                kept = {k: v for k, v in answer.headers.items() if k.lower() not in hop}
+                return web.Response(status=answer.status, body=content, headers=kept)
+
+        app = web.Application()
+        app.router.add_post("/{tail:.*}", forward)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        try:
+            yield f"http://127.0.0.1:{port}", seen
+        finally:
+            await runner.cleanup()
+
+
+async def test_no_request_to_the_real_zabbix_carries_a_credential_twice_or_where_refused(
+    setup: Setup, zabbix_dev: DevInstance
+) -> None:
+    """Token and password, through a recording proxy: the credential goes in exactly one place,
+    the one this version wants; apiinfo.version and user.login carry no Authorization header;
+    logins say ``username``. The expectations follow the version Zabbix reports, so the same
+    test holds on any release the fixture brings up."""
+    group = zs.ensure_user_group(setup.rpc, "Yobidashi ackers", [])
+    password = "Pw-" + secrets.token_urlsafe(12)
+    username = f"{PREFIX}-wire"
+    zs.ensure_user(setup.rpc, zs.UserSpec(username=username, usrgrpids=[group], password=password))
+    eventid, _ = fire(setup)
+    frontend = setup.api_url.removesuffix("/api_jsonrpc.php")
+    async with recording_proxy(frontend) as (url, seen):
+        for name, token, secret in ((ACKER_USER, setup.token, None), (username, None, password)):
+            api = HttpZabbixApi(
+                ZabbixConnection(url, name, api_token=token, password=secret, timeout=10)
+            )
+            try:
+                await api.check()
+                event = await api.get_event(eventid)
+                await api.acknowledge(eventid, 4, f"Wire check via Yobidashi [{name}]")
+                version = await api.version()
+            finally:
+                await api.close()
+            assert event is not None
+    methods = [r.method for r in seen]
+    assert {"apiinfo.version", "user.login", "event.get", "event.acknowledge", "user.logout"} <= (
+        set(methods)
+    ), methods
+    bearer_from = version >= parse_version("6.4")
+    for request in seen:
+        authorization = request.headers.get("authorization")
+        body_auth = "auth" in request.body
+        assert not (body_auth and authorization is not None), request
+        if request.method in ("apiinfo.version", "user.login"):
+            assert authorization is None, request
+            assert not body_auth, request
+        elif bearer_from:
+            assert authorization is not None, request
+            assert authorization.startswith("Bearer "), request
+        else:
+            assert body_auth, request
+            assert authorization is None, request
+        if request.method == "user.login":
+            assert set(request.body["params"]) == {"username", "password"}, request
+    entries = [a for a in zs.acknowledges(setup.rpc, eventid) if "Wire check" in a["message"]]
+    assert len(entries) == 2

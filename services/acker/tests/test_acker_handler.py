@@ -1,8 +1,9 @@
-"""The acker service in-process, against a real nats-server and an in-memory Zabbix.
+"""The acker service in-process, against a real nats-server and the Zabbix stand-in.
 
-The in-memory Zabbix behaves like 6.0.14 where it matters (a second ack is stored as a
-message, close needs manual_close) and can fail on demand: down, auth refused, or the
-nastiest case, a write that Zabbix took but whose answer never arrived.
+The stand-in (``yobidashi_zabbix_standin``) answers as Zabbix 6.0.14 does where it matters
+(a second ack is stored as a message, close needs manual_close), through the acker's real
+client, and fails on demand: down, HTTP 5xx, credentials refused, or the nastiest case, a write
+that Zabbix took but whose answer never arrived.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import itertools
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,18 +23,12 @@ import pytest
 from fastapi import FastAPI
 from prometheus_client import REGISTRY
 
-from yobidashi_acker.acks import ACKS_BUCKET, AckMarker, MarkerState, marker_key
+from yobidashi_acker.acks import ACKS_BUCKET
 from yobidashi_acker.app import create_app
+from yobidashi_acker.claims import AckMarker, MarkerState, marker_key
 from yobidashi_acker.message import Intent, make_ref
 from yobidashi_acker.settings import AckerSettings
-from yobidashi_acker.zabbix import (
-    AckEntry,
-    ErrorKind,
-    EventInfo,
-    ZabbixError,
-    ZabbixStatus,
-    ZabbixVersion,
-)
+from yobidashi_acker.zabbix import EventInfo, HttpZabbixApi, ZabbixError
 from yobidashi_common.events import (
     AckOutcome,
     AckResult,
@@ -43,94 +38,30 @@ from yobidashi_common.events import (
     ProblemRef,
 )
 from yobidashi_common.subjects import ACKS_STREAM, DLQ_STREAM, keys_subject
+from yobidashi_zabbix_standin import (
+    CANNOT_CLOSE,
+    DROP,
+    LOST_ANSWER,
+    NOT_AUTHORIZED,
+    ZabbixStandIn,
+    http_error,
+    serve,
+)
 
 pytestmark = pytest.mark.integration
 
 USER = "yobidashi-acker"
+TOKEN = "t" * 64
 PRESSED = datetime(2026, 11, 24, 18, 12, 30, tzinfo=UTC)
 
 
-@dataclass
-class MemEvent:
-    value: str = "1"
-    acknowledged: bool = False
-    resolved: bool = False
-    manual_close: bool = True
-    acknowledges: list[AckEntry] = field(default_factory=list)
-
-
-class MemoryZabbix:
-    """A `ZabbixApi` in memory, with scripted failures."""
-
-    username = USER
-
-    def __init__(self) -> None:
-        self.events: dict[str, MemEvent] = {str(i): MemEvent() for i in range(1, 50)}
-        self.events["90"] = MemEvent(value="0")  # a recovery event
-        self.writes: list[tuple[str, int, str]] = []
-        self.failures: list[ZabbixError] = []  # raised by the next calls, one each
-        self.lose_answers = 0  # apply the next N writes, then raise a timeout
-        self.write_failures: list[ZabbixError] = []  # raised by the next writes, not applied
-        self.close_refused = False  # Zabbix says "Cannot close problem" (setting changed)
-        self.calls = 0
-        self._status = ZabbixStatus(auth_mode="token")
-
-    @property
-    def status(self) -> ZabbixStatus:
-        return self._status
-
-    def _maybe_fail(self, method: str) -> None:
-        self.calls += 1
-        if self.failures:
-            error = self.failures.pop(0)
-            if error.kind is ErrorKind.AUTH:
-                self._status.credentials_rejected = True
-            raise error
-        self._status.credentials_rejected = False
-
-    async def version(self) -> ZabbixVersion:
-        return ZabbixVersion(6, 0, 14)
-
-    async def check(self) -> None:
-        self._maybe_fail("event.get")
-
-    async def get_event(self, event_id: str) -> EventInfo | None:
-        self._maybe_fail("event.get")
-        event = self.events.get(event_id)
-        if event is None:
-            return None
-        return EventInfo(
-            event_id=event_id,
-            is_problem=event.value == "1",
-            acknowledged=event.acknowledged,
-            resolved=event.resolved,
-            manual_close=event.manual_close,
-            acknowledges=tuple(event.acknowledges),
-        )
-
-    async def acknowledge(self, event_id: str, action: int, message: str) -> None:
-        self._maybe_fail("event.acknowledge")
-        if self.write_failures:
-            raise self.write_failures.pop(0)
-        event = self.events.get(event_id)
-        if event is None or event.value != "1":
-            raise ZabbixError(
-                ErrorKind.NOT_FOUND, "event.acknowledge", "No permissions to referred object"
-            )
-        if action & 1 and (self.close_refused or not event.manual_close):
-            raise ZabbixError(ErrorKind.CANNOT_CLOSE, "event.acknowledge", "Cannot close problem")
-        stored = action & ~2 if event.acknowledged else action
-        event.acknowledged = event.acknowledged or bool(action & 2)
-        event.acknowledges.append(
-            AckEntry(action=stored, message=message, clock=int(time.time()), username=USER)
-        )
-        self.writes.append((event_id, action, message))
-        if self.lose_answers:
-            self.lose_answers -= 1
-            raise ZabbixError(ErrorKind.TIMEOUT, "event.acknowledge", "no answer")
-
-    async def close(self) -> None:
-        pass
+def standin() -> ZabbixStandIn:
+    """Zabbix 6.0.14 with problems 1-49 and a recovery event 90; the acker's token."""
+    zabbix = ZabbixStandIn("6.0.14", tokens={TOKEN: USER})
+    for eventid in range(1, 50):
+        zabbix.add_event(str(eventid))
+    zabbix.add_event("90", value="0")
+    return zabbix
 
 
 def settings(url: str, **overrides: Any) -> AckerSettings:
@@ -139,7 +70,7 @@ def settings(url: str, **overrides: Any) -> AckerSettings:
             "nats_url": url,
             "nats_publish_timeout": 1,
             "zabbix_url": "http://127.0.0.1:9/zabbix",
-            "zabbix_api_token": "t" * 64,
+            "zabbix_api_token": TOKEN,
             "zabbix_timeout": 1,
             "zabbix_probe_interval": 0,
             "acker_retry_backoff": "0.05s,0.1s,0.2s",
@@ -176,10 +107,15 @@ def keypress(
 @dataclass
 class Harness:
     app: FastAPI
-    zabbix: MemoryZabbix
+    zabbix: ZabbixStandIn
     url: str
     http: httpx.AsyncClient
-    _nc: Any = None
+
+    @property
+    def client(self) -> HttpZabbixApi:
+        """The acker's own Zabbix client."""
+        client: HttpZabbixApi = self.app.state.zabbix
+        return client
 
     async def publish(self, kp: KeyPressed, msg_id: str | None = None) -> None:
         nc = await nats.connect(self.url)
@@ -269,14 +205,23 @@ def running(
     nats_url: str,
 ) -> Callable[..., Any]:
     @asynccontextmanager
-    async def start(zabbix: MemoryZabbix | None = None, **overrides: Any) -> AsyncIterator[Harness]:
-        zabbix = zabbix or MemoryZabbix()
-        app = create_app(settings(nats_url, **overrides), zabbix=zabbix)
-        async with app.router.lifespan_context(app):
-            await asyncio.wait_for(app.state.bus.wait_ready(), 20)
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://acker") as http:
-                yield Harness(app, zabbix, nats_url, http)
+    async def start(
+        zabbix: ZabbixStandIn | None = None,
+        client: type[HttpZabbixApi] = HttpZabbixApi,
+        **overrides: Any,
+    ) -> AsyncIterator[Harness]:
+        zabbix = zabbix or standin()
+        async with serve(zabbix) as frontend:
+            config = settings(nats_url, zabbix_url=f"{frontend}/zabbix", **overrides)
+            app = create_app(config, zabbix=client(config.zabbix_connection()))
+            async with app.router.lifespan_context(app):
+                await asyncio.wait_for(app.state.bus.wait_ready(), 20)
+                # The check at start has run (faults set from here on are the test's own).
+                while app.state.zabbix.status.reachable is None:
+                    await asyncio.sleep(0.01)
+                transport = httpx.ASGITransport(app=app)
+                async with httpx.AsyncClient(transport=transport, base_url="http://acker") as http:
+                    yield Harness(app, zabbix, nats_url, http)
 
     return start
 
@@ -361,11 +306,8 @@ async def test_simultaneous_keypresses_for_one_problem_write_once(
 async def test_an_ack_made_in_the_zabbix_ui_is_reported_not_repeated(
     running: Callable[..., Any],
 ) -> None:
-    zabbix = MemoryZabbix()
-    zabbix.events["5"].acknowledged = True
-    zabbix.events["5"].acknowledges.append(
-        AckEntry(action=6, message="looking", clock=1795546190, username="suzuki")
-    )
+    zabbix = standin()
+    zabbix.acknowledge_as("suzuki", "5", 6, "looking", clock=1795546190)
     async with running(zabbix) as h:
         await h.publish(keypress("5"))
         [result] = await h.wait_results(1)
@@ -381,12 +323,10 @@ async def test_an_ack_made_in_the_zabbix_ui_is_reported_not_repeated(
 async def test_while_zabbix_is_down_the_keypress_waits_then_lands_once(
     running: Callable[..., Any],
 ) -> None:
-    zabbix = MemoryZabbix()
-    zabbix.failures = [
-        ZabbixError(ErrorKind.TRANSPORT, "apiinfo.version", "connection refused") for _ in range(5)
-    ] + [ZabbixError(ErrorKind.SERVER, "event.get", "HTTP 503", http_status=503)]
     before = sample("yobidashi_acker_retries_total", reason="transport")
-    async with running(zabbix) as h:
+    async with running() as h:
+        zabbix = h.zabbix
+        zabbix.faults.script(*[DROP] * 5, http_error(503))
         await h.publish(keypress("6"))
         [result] = await h.wait_results(1)
         dead = await h.messages(DLQ_STREAM)
@@ -399,12 +339,12 @@ async def test_while_zabbix_is_down_the_keypress_waits_then_lands_once(
 async def test_refused_credentials_keep_the_ack_waiting_and_flip_readiness(
     running: Callable[..., Any],
 ) -> None:
-    zabbix = MemoryZabbix()
-    zabbix.failures = [ZabbixError(ErrorKind.AUTH, "event.get", "Not authorized.")] * 4
-    async with running(zabbix) as h:
+    async with running() as h:
+        zabbix = h.zabbix
+        zabbix.faults.script(*[NOT_AUTHORIZED] * 4)
         await h.publish(keypress("7"))
         for _ in range(400):
-            if zabbix.status.credentials_rejected:
+            if h.client.status.credentials_rejected:
                 break
             await asyncio.sleep(0.01)
         refused = await h.http.get("/readyz")
@@ -420,8 +360,8 @@ async def test_refused_credentials_keep_the_ack_waiting_and_flip_readiness(
 async def test_a_write_zabbix_took_but_never_answered_is_found_not_repeated(
     running: Callable[..., Any],
 ) -> None:
-    zabbix = MemoryZabbix()
-    zabbix.lose_answers = 1
+    zabbix = standin()
+    zabbix.faults.script(LOST_ANSWER, method="event.acknowledge")
     async with running(zabbix) as h:
         kp = keypress("8")
         await h.publish(kp)
@@ -438,8 +378,8 @@ async def test_a_write_in_doubt_that_did_not_land_is_retried_once_its_claim_is_s
     running: Callable[..., Any],
 ) -> None:
     """A timed-out write might still land, so nobody writes until its claim is stale."""
-    zabbix = MemoryZabbix()
-    zabbix.write_failures = [ZabbixError(ErrorKind.TIMEOUT, "event.acknowledge", "no answer")]
+    zabbix = standin()
+    zabbix.faults.script(DROP, method="event.acknowledge")  # not applied, no answer either
     before = sample("yobidashi_acker_retries_total", reason="busy")
     async with running(zabbix, zabbix_timeout="0.2s", acker_claim_stale="1s") as h:
         await h.publish(keypress("20"))
@@ -492,15 +432,15 @@ async def test_one_bad_problem_does_not_stop_the_others(running: Callable[..., A
 async def test_a_bug_is_dead_lettered_after_a_few_deliveries_not_retried_for_days(
     running: Callable[..., Any],
 ) -> None:
-    class Broken(MemoryZabbix):
+    class Broken(HttpZabbixApi):
         async def get_event(self, event_id: str) -> EventInfo | None:
-            self._maybe_fail("event.get")
+            await super().get_event(event_id)
             raise RuntimeError("a bug")
 
-    zabbix = Broken()
-    # Earlier transient failures do not use up the error budget: only the bug's own do.
-    zabbix.failures = [ZabbixError(ErrorKind.TRANSPORT, "event.get", "refused")] * 5
-    async with running(zabbix) as h:
+    async with running(client=Broken) as h:
+        zabbix = h.zabbix
+        # Earlier transient failures do not use up the error budget: only the bug's own do.
+        zabbix.faults.script(*[DROP] * 5, method="event.get")
         await h.publish(keypress("17"))
         [dead] = await h.wait_dead_letters(1)
         [result] = await h.wait_results(1)
@@ -528,7 +468,7 @@ async def test_close_where_allowed_sends_7(running: Callable[..., Any]) -> None:
 async def test_close_where_not_allowed_acknowledges_and_says_so(
     running: Callable[..., Any],
 ) -> None:
-    zabbix = MemoryZabbix()
+    zabbix = standin()
     zabbix.events["11"].manual_close = False
     async with running(zabbix) as h:
         await h.publish(keypress("11", action=KeyAction.CLOSE))
@@ -542,8 +482,9 @@ async def test_close_where_not_allowed_acknowledges_and_says_so(
 async def test_a_close_zabbix_refuses_falls_back_to_acknowledge(
     running: Callable[..., Any],
 ) -> None:
-    zabbix = MemoryZabbix()
-    zabbix.close_refused = True
+    zabbix = standin()
+    # The trigger allowed closing when the acker read it; by the write it no longer does.
+    zabbix.faults.script(CANNOT_CLOSE, method="event.acknowledge")
     async with running(zabbix) as h:
         await h.publish(keypress("12", action=KeyAction.CLOSE))
         [result] = await h.wait_results(1)
@@ -589,10 +530,7 @@ async def test_a_fresh_claim_by_another_keypress_makes_us_wait(
             await asyncio.sleep(0.01)
         assert h.zabbix.writes == [], "it must not write while the other keypress holds it"
         # The other keypress lands in Zabbix and records it.
-        h.zabbix.events["14"].acknowledged = True
-        h.zabbix.events["14"].acknowledges.append(
-            AckEntry(action=6, message="… via Yobidashi [ref 000000000000]", username=USER)
-        )
+        h.zabbix.acknowledge_as(USER, "14", 6, "… via Yobidashi [ref 000000000000]")
         done = other.model_copy(update={"state": MarkerState.DONE, "updated_at": now})
         await h.put_marker(key, done)
         [result] = await h.wait_results(1)
@@ -601,9 +539,9 @@ async def test_a_fresh_claim_by_another_keypress_makes_us_wait(
 
 
 async def test_a_transient_failure_releases_the_claim(running: Callable[..., Any]) -> None:
-    zabbix = MemoryZabbix()
-    zabbix.failures = [ZabbixError(ErrorKind.TRANSPORT, "event.get", "refused")] * 1000
-    async with running(zabbix, acker_retry_backoff="0.5s") as h:
+    async with running(acker_retry_backoff="0.5s") as h:
+        zabbix = h.zabbix
+        zabbix.faults.down = True
         kp = keypress("18")
         await h.publish(kp)
         key = marker_key(ProblemRef(problem_key="zabbix:18", source_event_id="18"),
@@ -616,7 +554,7 @@ async def test_a_transient_failure_releases_the_claim(running: Callable[..., Any
             await asyncio.sleep(0.01)
         assert marker is not None
         assert (marker.state, marker.keypress_id, marker.owner) == (MarkerState.PENDING, kp.id, "")
-        zabbix.failures.clear()
+        zabbix.faults.down = False
         [result] = await h.wait_results(1)
     assert result.outcome is AckOutcome.ACKNOWLEDGED
     assert len(zabbix.writes) == 1
@@ -645,10 +583,7 @@ async def test_a_redelivery_waits_while_another_attempt_of_the_same_keypress_hol
         assert sample("yobidashi_acker_retries_total", reason="busy") > before
         assert h.zabbix.writes == []
         # The stalled worker wakes up and finishes: the redelivery then only reports.
-        h.zabbix.events["19"].acknowledged = True
-        h.zabbix.events["19"].acknowledges.append(
-            AckEntry(action=6, message=f"… via Yobidashi [ref {stalled.ref}]", username=USER)
-        )
+        h.zabbix.acknowledge_as(USER, "19", 6, f"… via Yobidashi [ref {stalled.ref}]")
         await h.put_marker(key, stalled.model_copy(update={"state": MarkerState.PENDING}))
         [result] = await h.wait_results(1)
     assert h.zabbix.writes == []
@@ -677,10 +612,10 @@ async def test_a_stale_claim_is_taken_over(running: Callable[..., Any]) -> None:
 async def test_readiness_ignores_a_zabbix_outage_and_status_explains(
     running: Callable[..., Any],
 ) -> None:
-    zabbix = MemoryZabbix()
-    zabbix.status.reachable = False
-    zabbix.status.last_error = "apiinfo.version: ConnectionError: refused"
-    async with running(zabbix) as h:
+    async with running() as h:
+        h.zabbix.faults.down = True
+        with pytest.raises(ZabbixError):
+            await h.client.check()
         ready = await h.http.get("/readyz")
         health = await h.http.get("/healthz")
         status = await h.http.get("/status")

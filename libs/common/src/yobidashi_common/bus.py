@@ -370,7 +370,13 @@ class ConsumerSpec:
         )
 
     def backoff(self, deliveries: int) -> float:
-        return float(self.retry_backoff[min(deliveries, len(self.retry_backoff)) - 1])
+        return backoff_delay(self.retry_backoff, deliveries)
+
+
+def backoff_delay(backoff: Sequence[float], deliveries: int) -> float:
+    """The delay before retrying after delivery ``deliveries``: one entry per delivery, the
+    last one repeating."""
+    return float(backoff[min(max(deliveries, 1), len(backoff)) - 1])
 
 
 @dataclass

@@ -92,9 +92,9 @@ def configure_logging(service: str, level: str = "INFO", fmt: str = "json") -> N
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # Libraries that log request bodies: pyzabbix at DEBUG (login passwords), twilio's HTTP
-    # client at INFO (numbers, URLs). They only ever speak up for warnings.
-    for noisy in ("pyzabbix", "twilio", "urllib3", "asyncio", "requests"):
+    # HTTP libraries that log every request: twilio's client at INFO (numbers, URLs), httpx at
+    # INFO (each request's URL and status). They only ever speak up for warnings.
+    for noisy in ("twilio", "httpx", "httpcore", "urllib3", "asyncio", "requests"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
     structlog.contextvars.bind_contextvars(service=service, pid=os.getpid())
 

@@ -1,23 +1,23 @@
 """Keypresses from the bus become acknowledgements in Zabbix, exactly once.
 
-For every problem of a `KeyPressed` (acknowledge, close or comment):
+For every problem of a `KeyPressed` (acknowledge, close or comment), top to bottom:
 
-1. **Claim** the problem in the ``yobidashi_acks`` bucket with compare-and-set: one marker per
-   (problem, acknowledge|close), or per (problem, comment, keypress), owned by one handler
-   invocation. A fresh claim of another invocation (another keypress, or another delivery of
-   this one while a stalled worker still holds it) means "someone may be writing right now":
-   retry shortly. A failure releases the claim, except a write sent without an answer (it may
-   still land: its claim stays until stale, and the keypress's retry looks for its ref
-   meanwhile); a claim left by a dead worker is taken over once stale. A marker of this very
-   keypress that is finished means "redelivery": publish the same result again and write
-   nothing.
+1. **Claim** the problem in the ``yobidashi_acks`` bucket (`claims.Claim`: compare-and-set,
+   one marker per (problem, acknowledge|close), or per (problem, comment, keypress), owned by
+   one handler invocation). A fresh claim of another invocation means "someone may be writing
+   right now": retry shortly. A marker of this very keypress that is finished means
+   "redelivery": publish the same result again and write nothing. A failure releases the
+   claim, except a write sent without an answer (it may still land: its claim stays until
+   stale, and the keypress's retry looks for its ref meanwhile).
 2. **Read the event back** (``event.get`` with its update history): our ref in an update's
    message means an earlier delivery's write landed before it could be recorded (a crash,
-   a timeout whose request went through) — so record it and do not write again. An event
-   acknowledged by anyone else means "already acknowledged": nothing is written, because
-   Zabbix silently stores a second acknowledgement as one more message.
-3. **Write** ``event.acknowledge`` (6 ack+message, 7 also close where the trigger allows it,
-   4 comment), then mark the marker done, then publish the `AckResult`.
+   a timeout whose request went through), so it is recorded and not written again.
+3. **Plan** (`message.plan`): an event acknowledged by anyone else means "already
+   acknowledged", and nothing is written, because Zabbix silently stores a second
+   acknowledgement as one more message.
+4. **Write** ``event.acknowledge`` (6 ack+message, 7 also close where the trigger allows it,
+   4 comment), after renewing the claim, and record the outcome on it.
+5. **Publish** the `AckResult`.
 
 Failures: transient Zabbix errors (down, 5xx, timeouts, auth/config problems) nak the
 message with backoff, so it stays on the bus until Zabbix takes it, across restarts.
@@ -35,19 +35,15 @@ exception) is a different matter: it is dead-lettered after ``ACKER_ERROR_MAX_DE
 
 from __future__ import annotations
 
-import asyncio
 import random
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 
 import nats.errors
 import structlog
-from pydantic import AwareDatetime, BaseModel, ConfigDict
 
 from yobidashi_acker import metrics
+from yobidashi_acker.claims import AckMarker, Busy, Claim, MarkerState, marker_key
 from yobidashi_acker.message import (
     Intent,
     Plan,
@@ -68,7 +64,6 @@ from yobidashi_common.bus import (
     KvStore,
     Reject,
     RetryLater,
-    kv_key,
 )
 from yobidashi_common.events import AckOutcome, AckResult, KeyPressed, ProblemRef, utcnow
 from yobidashi_common.subjects import KEYS_STREAM, BucketSpec, acks_subject, keys_subject
@@ -104,61 +99,8 @@ def consumer_spec(settings: AckerSettings) -> ConsumerSpec:
     )
 
 
-class MarkerState(StrEnum):
-    CLAIMED = "claimed"  # an attempt (``owner``) is reading/writing Zabbix right now, or died
-    PENDING = "pending"  # an attempt failed transiently and let go; its keypress will retry
-    DONE = "done"  # the outcome is known and recorded below
-    FAILED = "failed"  # permanent failure, recorded below
-
-
-class AckMarker(BaseModel):
-    """The value under one key of the ``yobidashi_acks`` bucket."""
-
-    model_config = ConfigDict(frozen=True)
-
-    keypress_id: str
-    ref: str
-    intent: Intent
-    state: MarkerState
-    updated_at: AwareDatetime
-    owner: str = ""  # the attempt holding a claim: one handler invocation
-    outcome: AckOutcome | None = None
-    action: int = 0
-    message: str | None = None
-    detail: str | None = None
-    at: AwareDatetime | None = None
-
-
-def marker_key(problem: ProblemRef, intent: Intent, keypress_id: str) -> str:
-    """One marker per problem for acknowledge and for close; one per keypress for comments."""
-    if intent is Intent.COMMENT:
-        return kv_key(problem.problem_key, intent.value, keypress_id)
-    return kv_key(problem.problem_key, intent.value)
-
-
 def result_msg_id(keypress_id: str, problem_key: str) -> str:
     return f"ack.{keypress_id}.{problem_key}"
-
-
-class _Busy(Exception):
-    """Another attempt holds this problem's marker: retry shortly."""
-
-    def __init__(self, reason: str, holder: AckMarker | None = None, rev: int = 0) -> None:
-        super().__init__(reason)
-        self.holder = holder
-        self.rev = rev
-
-
-@dataclass
-class _Attempt:
-    """One handler invocation's hold on one marker."""
-
-    key: str
-    ref: str
-    intent: Intent
-    owner: str
-    rev: int = 0
-    writing: bool = False  # an event.acknowledge is in flight: it may land whatever we do
 
 
 class Acker:
@@ -198,7 +140,7 @@ class Acker:
             raise
         except ZabbixError as exc:
             raise self._retry(exc.kind.value, str(exc), delivery) from None
-        except _Busy as exc:
+        except Busy as exc:
             metrics.RETRIES.labels("busy").inc()
             raise RetryLater(str(exc), delay=self._jitter(self.settings.acker_busy_retry)) from None
         except (BusUnavailable, nats.errors.Error) as exc:
@@ -246,7 +188,7 @@ class Acker:
         intent = Intent.of(kp.action) or Intent.ACKNOWLEDGE
         for problem in kp.problems:
             try:
-                await self._finish(kp, problem, intent, AckOutcome.FAILED, detail=reason)
+                await self._unusable(kp, problem, intent, reason)
             except Exception as exc:
                 log.warning("acker.report_failed", error=repr(exc))
 
@@ -267,25 +209,47 @@ class Acker:
         """±10 %, so that keypresses queued during an outage do not retry in lockstep."""
         return delay * random.uniform(0.9, 1.1)  # noqa: S311 - not cryptographic
 
-    # -- one problem ---------------------------------------------------------------------------
+    # -- one problem: claim → read back → plan → write → publish --------------------------------
 
     async def _one(
         self, kp: KeyPressed, problem: ProblemRef, intent: Intent, delivery: Delivery[KeyPressed]
     ) -> AckResult:
-        ref = make_ref(kp.id, problem.problem_key, intent)
-        key = marker_key(problem, intent, kp.id)
         if not problem.source_event_id.isdigit():
             detail = f"{problem.source_event_id!r} is not a Zabbix event ID"
-            return await self._finish(kp, problem, intent, AckOutcome.FAILED, detail=detail)
+            return await self._unusable(kp, problem, intent, detail)
+        claim = await self._claim(kp, problem, intent, delivery)
+        if isinstance(claim, AckResult):
+            return claim
+        async with claim.held():
+            outcome = await self._read_plan_write(kp, problem, claim)
+            recorded = await claim.record(outcome)
+        if recorded is None:
+            # Only a stale-claim takeover can do this; the takeover reads Zabbix and finds ours.
+            log.warning("acker.marker_changed_meanwhile")
+        return await self._publish(kp, problem, recorded or outcome, delivery, first=True)
 
-        attempt = _Attempt(key=key, ref=ref, intent=intent, owner=uuid.uuid4().hex[:16])
+    async def _claim(
+        self, kp: KeyPressed, problem: ProblemRef, intent: Intent, delivery: Delivery[KeyPressed]
+    ) -> Claim | AckResult:
+        """Our claim on the problem, or the result when one is known without one."""
+        ref = make_ref(kp.id, problem.problem_key, intent)
+        key = marker_key(problem, intent, kp.id)
         try:
-            claim = await self._claim(attempt, kp)
-        except _Busy as busy:
-            if busy.holder is not None and busy.holder.keypress_id == kp.id:
+            claim = await Claim.take(
+                self.markers,
+                key,
+                keypress_id=kp.id,
+                ref=ref,
+                intent=intent,
+                clock=self.clock,
+                stale_after=self.settings.acker_claim_stale,
+            )
+        except Busy as busy:
+            if busy.held_by(kp.id):
                 # An earlier attempt of this keypress sent a write and got no answer. If it
                 # landed, say so now instead of waiting for its claim to go stale.
-                landed = await self._landed(kp, problem, attempt, busy, delivery)
+                in_doubt = Claim.in_doubt(self.markers, key, busy, self.clock)
+                landed = await self._landed(kp, problem, in_doubt, delivery)
                 if landed is not None:
                     return landed
             raise
@@ -293,26 +257,54 @@ class Acker:
             # A redelivery of a keypress already finished: same result, no Zabbix call.
             log.info("acker.redelivered", outcome=claim.outcome, deliveries=delivery.deliveries)
             return await self._publish(kp, problem, claim, delivery, first=False)
-        attempt.rev = claim
+        return claim
+
+    async def _read_plan_write(
+        self, kp: KeyPressed, problem: ProblemRef, claim: Claim
+    ) -> AckMarker:
+        """The outcome for this problem, to record on the claim."""
+        event = await self._read_back(problem)
+        if isinstance(event, str):
+            return self._marker(
+                kp, claim.ref, claim.intent, MarkerState.FAILED, AckOutcome.FAILED, detail=event
+            )
+        mine = event.find(ref_marker(claim.ref))
+        if mine is not None:
+            # An earlier delivery's write landed, but it died before recording it.
+            log.info("acker.found_own_write", action=mine.action)
+            return self._found(kp, claim.ref, claim.intent, mine)
+        decided = plan(claim.intent, event)
+        if not decided.write:
+            outcome = decided.skipped or AckOutcome.ALREADY_ACKNOWLEDGED
+            return self._marker(
+                kp, claim.ref, claim.intent, MarkerState.DONE, outcome, detail=decided.detail
+            )
+        await claim.refresh()
+        async with claim.sending():
+            return await self._write(kp, problem, claim, event, decided)
+
+    async def _read_back(self, problem: ProblemRef) -> EventInfo | str:
+        """The event with its updates, or why it cannot be acknowledged (a permanent failure)."""
         try:
-            return await self._claimed(kp, problem, attempt, delivery)
-        except _Busy:
-            raise  # the claim is someone else's now
-        except (Exception, asyncio.CancelledError):
-            # The attempt is over (a transient failure, a bug, or shutdown): let go of the
-            # claim so that the retry, or another keypress for this problem, need not wait for
-            # it to go stale. Unless a write may still land (sent, but no answer): then the
-            # claim must go stale before anyone else writes.
-            if not attempt.writing:
-                await self._release(attempt, kp)
-            raise
+            event = await self.zabbix.get_event(problem.source_event_id)
+        except ZabbixError as exc:
+            if exc.transient:
+                raise
+            return str(exc)
+        if event is None:
+            return (
+                f"Zabbix event {problem.source_event_id} does not exist, or the Zabbix user "
+                f"{self.zabbix.username!r} may not read it"
+            )
+        if not event.is_problem:
+            return f"Zabbix event {problem.source_event_id} is a recovery event, not a problem"
+        return event
 
     async def _landed(
         self,
         kp: KeyPressed,
         problem: ProblemRef,
-        attempt: _Attempt,
-        busy: _Busy,
+        in_doubt: Claim,
         delivery: Delivery[KeyPressed],
     ) -> AckResult | None:
         """Our own in-doubt write, if Zabbix has it; None when it is not (yet) there."""
@@ -322,14 +314,14 @@ class Acker:
             if exc.transient:
                 raise
             return None
-        mine = event.find(ref_marker(attempt.ref)) if event is not None else None
+        mine = event.find(ref_marker(in_doubt.ref)) if event is not None else None
         if mine is None:
             return None
         log.info("acker.found_own_write", action=mine.action)
-        done = self._found(kp, attempt.ref, attempt.intent, mine)
-        if await self.markers.update(attempt.key, done, busy.rev) is None:
+        recorded = await in_doubt.record(self._found(kp, in_doubt.ref, in_doubt.intent, mine))
+        if recorded is None:
             return None  # it changed meanwhile: the retry will look again
-        return await self._publish(kp, problem, done, delivery, first=True)
+        return await self._publish(kp, problem, recorded, delivery, first=True)
 
     def _found(self, kp: KeyPressed, ref: str, intent: Intent, mine: AckEntry) -> AckMarker:
         return self._marker(
@@ -344,63 +336,15 @@ class Acker:
             at=datetime.fromtimestamp(mine.clock, UTC) if mine.clock else None,
         )
 
-    async def _claimed(
-        self, kp: KeyPressed, problem: ProblemRef, attempt: _Attempt, delivery: Delivery[KeyPressed]
-    ) -> AckResult:
-        """Everything after the claim: read back, decide, write, record."""
-        key, ref, intent = attempt.key, attempt.ref, attempt.intent
-        rev = attempt.rev
-        try:
-            event = await self.zabbix.get_event(problem.source_event_id)
-        except ZabbixError as exc:
-            if exc.transient:
-                raise
-            return await self._fail(kp, problem, intent, key, rev, ref, str(exc), delivery)
-        if event is None:
-            detail = (
-                f"Zabbix event {problem.source_event_id} does not exist, or the Zabbix user "
-                f"{self.zabbix.username!r} may not read it"
-            )
-            return await self._fail(kp, problem, intent, key, rev, ref, detail, delivery)
-        if not event.is_problem:
-            detail = f"Zabbix event {problem.source_event_id} is a recovery event, not a problem"
-            return await self._fail(kp, problem, intent, key, rev, ref, detail, delivery)
-
-        mine = event.find(ref_marker(ref))
-        if mine is not None:
-            # An earlier delivery's write landed, but it died before recording it.
-            log.info("acker.found_own_write", action=mine.action)
-            done = self._found(kp, ref, intent, mine)
-            return await self._record(kp, problem, key, rev, done, delivery)
-
-        decided = plan(intent, event)
-        if not decided.write:
-            outcome = decided.skipped or AckOutcome.ALREADY_ACKNOWLEDGED
-            skipped = self._marker(
-                kp, ref, intent, MarkerState.DONE, outcome, detail=decided.detail
-            )
-            return await self._record(kp, problem, key, rev, skipped, delivery)
-
-        rev = attempt.rev = await self._refresh(attempt, kp)
-        attempt.writing = True
-        try:
-            written = await self._write(kp, problem, intent, ref, event, decided)
-        except ZabbixError as exc:
-            if exc.kind not in (ErrorKind.TIMEOUT, ErrorKind.TRANSPORT):
-                attempt.writing = False  # Zabbix answered: nothing is still on its way
-            raise
-        attempt.writing = False
-        return await self._record(kp, problem, key, rev, written, delivery)
-
     async def _write(
         self,
         kp: KeyPressed,
         problem: ProblemRef,
-        intent: Intent,
-        ref: str,
+        claim: Claim,
         event: EventInfo,
         decided: Plan,
     ) -> AckMarker:
+        ref, intent = claim.ref, claim.intent
         message = self._message(kp, decided, ref)
         try:
             await self.zabbix.acknowledge(problem.source_event_id, decided.action, message)
@@ -462,8 +406,6 @@ class Acker:
             keypress_id=kp.id,
         )
 
-    # -- markers -------------------------------------------------------------------------------
-
     def _marker(
         self,
         kp: KeyPressed,
@@ -477,6 +419,7 @@ class Acker:
         detail: str | None = None,
         at: datetime | None = None,
     ) -> AckMarker:
+        """A finished marker: the outcome of one keypress on one problem."""
         now = self.clock()
         return AckMarker(
             keypress_id=kp.id,
@@ -488,127 +431,15 @@ class Acker:
             action=action,
             message=message,
             detail=detail,
-            at=at or (now if state is not MarkerState.CLAIMED else None),
+            at=at or now,
         )
 
-    async def _claim(self, attempt: _Attempt, kp: KeyPressed) -> int | AckMarker:
-        """The revision of our claim, or this keypress's finished marker (a redelivery).
-
-        A claim held by another attempt (any keypress, including another delivery of this
-        one) that was refreshed less than ``ACKER_CLAIM_STALE`` ago means someone may be
-        writing right now: wait. Anything else (no marker, a released or finished marker of
-        another keypress, a stale claim) is taken with compare-and-set; what was already
-        written is then found by reading Zabbix back.
-        """
-        for _ in range(20):
-            mine = self._claim_marker(attempt, kp)
-            current = await self.markers.get(attempt.key)
-            if current is None:
-                rev = await self.markers.create(attempt.key, mine)
-                if rev is not None:
-                    return rev
-                continue
-            marker, rev = current
-            if marker.keypress_id == kp.id and marker.state in (
-                MarkerState.DONE,
-                MarkerState.FAILED,
-            ):
-                return marker
-            if marker.state is MarkerState.CLAIMED and marker.owner != attempt.owner:
-                age = (mine.updated_at - marker.updated_at).total_seconds()
-                if age < self.settings.acker_claim_stale:
-                    raise _Busy(
-                        f"keypress {marker.keypress_id} is writing to this problem", marker, rev
-                    )
-                log.warning(
-                    "acker.stale_claim_taken_over",
-                    holder=marker.keypress_id,
-                    age_seconds=round(age, 1),
-                )
-            new_rev = await self.markers.update(attempt.key, mine, rev)
-            if new_rev is not None:
-                return new_rev
-        raise _Busy("too many concurrent writers on this problem")
-
-    def _claim_marker(
-        self, attempt: _Attempt, kp: KeyPressed, state: MarkerState = MarkerState.CLAIMED
-    ) -> AckMarker:
-        return AckMarker(
-            keypress_id=kp.id,
-            ref=attempt.ref,
-            intent=attempt.intent,
-            state=state,
-            updated_at=self.clock(),
-            owner=attempt.owner if state is MarkerState.CLAIMED else "",
-        )
-
-    async def _refresh(self, attempt: _Attempt, kp: KeyPressed) -> int:
-        """Renew our claim right before writing; losing it means someone took over."""
-        new_rev = await self.markers.update(
-            attempt.key, self._claim_marker(attempt, kp), attempt.rev
-        )
-        if new_rev is None:
-            raise _Busy("our claim on this problem was taken over")
-        return new_rev
-
-    async def _release(self, attempt: _Attempt, kp: KeyPressed) -> None:
-        """Best effort: mark the claim released. If this fails, the claim goes stale instead."""
-        try:
-            released = self._claim_marker(attempt, kp, MarkerState.PENDING)
-            await self.markers.update(attempt.key, released, attempt.rev)
-        except Exception as exc:
-            log.info("acker.release_failed", error=repr(exc))
-
-    async def _record(
-        self,
-        kp: KeyPressed,
-        problem: ProblemRef,
-        key: str,
-        rev: int,
-        marker: AckMarker,
-        delivery: Delivery[KeyPressed],
+    async def _unusable(
+        self, kp: KeyPressed, problem: ProblemRef, intent: Intent, detail: str
     ) -> AckResult:
-        marker = marker.model_copy(update={"updated_at": self.clock()})
-        if await self.markers.update(key, marker, rev) is None:
-            # Only a stale-claim takeover can do this; the takeover reads Zabbix and finds ours.
-            log.warning("acker.marker_changed_meanwhile")
-        return await self._publish(kp, problem, marker, delivery, first=True)
-
-    async def _fail(
-        self,
-        kp: KeyPressed,
-        problem: ProblemRef,
-        intent: Intent,
-        key: str,
-        rev: int,
-        ref: str,
-        detail: str,
-        delivery: Delivery[KeyPressed],
-    ) -> AckResult:
-        failed = self._marker(kp, ref, intent, MarkerState.FAILED, AckOutcome.FAILED, detail=detail)
-        return await self._record(kp, problem, key, rev, failed, delivery)
-
-    async def _finish(
-        self,
-        kp: KeyPressed,
-        problem: ProblemRef,
-        intent: Intent,
-        outcome: AckOutcome,
-        *,
-        detail: str,
-    ) -> AckResult:
-        """An outcome decided without a marker (the keypress itself is unusable)."""
-        marker = AckMarker(
-            keypress_id=kp.id,
-            ref="",
-            intent=intent,
-            state=MarkerState.FAILED,
-            updated_at=self.clock(),
-            outcome=outcome,
-            detail=detail,
-            at=self.clock(),
-        )
-        return await self._publish(kp, problem, marker, None, first=True)
+        """A ``failed`` result decided without a claim: the keypress itself is unusable."""
+        failed = self._marker(kp, "", intent, MarkerState.FAILED, AckOutcome.FAILED, detail=detail)
+        return await self._publish(kp, problem, failed, None, first=True)
 
     # -- results -------------------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ from fastapi import FastAPI
 from yobidashi_acker import __version__
 from yobidashi_acker.acks import Acker, acks_bucket, consumer_spec
 from yobidashi_acker.settings import AckerSettings
-from yobidashi_acker.zabbix import PyZabbixApi, ZabbixApi, ZabbixError
+from yobidashi_acker.zabbix import HttpZabbixApi, ZabbixApi, ZabbixError
 from yobidashi_common.bus import Bus, Consumer
 from yobidashi_common.events import KeyPressed
 from yobidashi_common.service import add_ops_routes
@@ -33,9 +33,12 @@ log = get_logger(__name__)
 
 
 async def probe_zabbix(zabbix: ZabbixApi, interval: float) -> None:
-    """Keep /status, readiness and the zabbix_up metric fresh between acknowledgements."""
-    if interval <= 0:
-        return
+    """Check Zabbix once at start, then every ``interval`` seconds (0: only at start).
+
+    The first check is what logs the detected version and auth placement (``zabbix.version``)
+    and sets ``yobidashi_acker_zabbix_info`` before any keypress needs them; the later ones
+    keep /status, readiness and the zabbix_up metric fresh between acknowledgements.
+    """
     while True:
         try:
             await zabbix.check()
@@ -44,6 +47,8 @@ async def probe_zabbix(zabbix: ZabbixApi, interval: float) -> None:
             log.warning("zabbix.probe_failed", kind=exc.kind.value, error=str(exc))
         except Exception:
             log.exception("zabbix.probe_error")
+        if interval <= 0:
+            return
         await asyncio.sleep(interval)
 
 
@@ -56,7 +61,7 @@ def create_app(
         streams=shared_streams(settings),
         buckets=[acks_bucket(settings)],
     )
-    zabbix = zabbix or PyZabbixApi(settings.zabbix_connection())
+    zabbix = zabbix or HttpZabbixApi(settings.zabbix_connection())
     acker = Acker(settings, bus, zabbix)
     consumer = Consumer(bus, consumer_spec(settings), KeyPressed, acker.handle)
 

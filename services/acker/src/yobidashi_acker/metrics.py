@@ -1,10 +1,13 @@
 """The acker's Prometheus metrics (``yobidashi_acker_*``). No ids or phone numbers as labels.
 
+The one exception to "no free-form labels" is the info metric: the Zabbix version as a label
+is how an info metric works (one series, value 1, replaced when Zabbix is upgraded).
+
 The bus helper already counts per-consumer handling, redeliveries and dead letters
 (``yobidashi_bus_*{consumer="acker"}``); these are the Zabbix side.
 """
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram, Info
 
 ACKS = Counter(
     "yobidashi_acker_acks_total",
@@ -65,4 +68,9 @@ ZABBIX_UP = Gauge(
 ZABBIX_LAST_SUCCESS = Gauge(
     "yobidashi_acker_zabbix_last_success_timestamp_seconds",
     "Unix time of the last successful authenticated Zabbix API request.",
+)
+ZABBIX_INFO = Info(
+    "yobidashi_acker_zabbix",
+    "The Zabbix the acker talks to: its version (apiinfo.version), where the credential goes "
+    "(auth: header or body) and which one it is (credential: token or password).",
 )

@@ -19,6 +19,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
 from yobidashi_acker.zabbix import ZabbixConnection
+from yobidashi_common.bus import backoff_delay
 from yobidashi_common.events import OWN_ACK_MARKER
 from yobidashi_common.settings import Seconds, ServiceSettings, parse_duration, secret_value
 
@@ -68,7 +69,8 @@ class AckerSettings(ServiceSettings):
     zabbix_probe_interval: Seconds = Field(
         60.0,
         description="How often to check that Zabbix answers and accepts our credentials "
-        "(version, login, one cheap call), for /status, metrics and readiness. 0 disables.",
+        "(version, login, one cheap call), for /status, metrics and readiness. Always once at "
+        "start; 0: only then.",
     )
 
     # -- acknowledging ----------------------------------------------------------------------------
@@ -120,7 +122,10 @@ class AckerSettings(ServiceSettings):
         "Keep above NATS_EVENTS_MAX_AGE (how long a keypress can be redelivered).",
     )
     acker_concurrency: int = Field(
-        4, ge=1, le=64, description="Keypresses handled at once (Zabbix calls are serialised)."
+        4,
+        ge=1,
+        le=64,
+        description="Keypresses handled at once, and the most Zabbix API requests in flight.",
     )
 
     @field_validator(
@@ -220,9 +225,9 @@ class AckerSettings(ServiceSettings):
             http_password=secret_value(self.zabbix_http_password),
             verify=verify,
             timeout=self.zabbix_timeout,
+            max_connections=self.acker_concurrency,
         )
 
     def retry_delay(self, deliveries: int) -> float:
-        """The backoff before delivery ``deliveries + 1``."""
-        backoff = self.acker_retry_backoff
-        return backoff[min(max(deliveries, 1), len(backoff)) - 1]
+        """The backoff before delivery ``deliveries + 1``, as the bus computes it."""
+        return backoff_delay(self.acker_retry_backoff, deliveries)

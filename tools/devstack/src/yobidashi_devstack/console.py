@@ -23,8 +23,7 @@ from pydantic import BaseModel, Field
 
 from yobidashi_cli.main import test_alert
 from yobidashi_common.events import FINAL_CALL_STATUSES
-from yobidashi_devstack.zabbix_standin import ZabbixStandIn
-from yobidashi_devstack.zabbix_standin import router as standin_router
+from yobidashi_zabbix_standin import StandInApp, ZabbixStandIn
 
 STATIC = Path(__file__).parent / "static"
 
@@ -177,6 +176,6 @@ def create_console(backends: Backends) -> FastAPI:
         return Response("ok")
 
     if backends.standin is not None:
-        app.include_router(standin_router(backends.standin))
+        app.mount("/zabbix", StandInApp(backends.standin))
 
     return app

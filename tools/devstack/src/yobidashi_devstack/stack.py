@@ -19,10 +19,11 @@ import uvicorn
 
 from yobidashi_common.phone import normalize
 from yobidashi_devstack.console import Backends, Phone, create_console
-from yobidashi_devstack.zabbix_standin import ZabbixStandIn
 from yobidashi_dialer.oncall import OnCallConfig, load
 from yobidashi_testing.nats_server import NatsServer, find_nats_server, free_port
 from yobidashi_testing.processes import ServiceProcess
+from yobidashi_zabbix_standin import USER as STANDIN_USER
+from yobidashi_zabbix_standin import ZabbixStandIn
 
 SAMPLE_CONFIG = Path(__file__).parent / "oncall.yaml"
 FROM_NUMBER = "+815012340000"
@@ -161,11 +162,12 @@ async def devstack(options: Options, say: Callable[[str], None]) -> AsyncIterato
             acker_zabbix = {"ZABBIX_URL": zabbix.frontend, "ZABBIX_API_TOKEN": zabbix.acker_token}
             fire, zabbix_shown = zabbix.fire, f"{zabbix.frontend}  (the real one; Admin / zabbix)"
         else:
-            standin = ZabbixStandIn(secrets.token_hex(32))
-            acker_zabbix = {
-                "ZABBIX_URL": f"{console_url}/zabbix",
-                "ZABBIX_API_TOKEN": standin.api_token,
-            }
+            # Zabbix 6.0's rules; every event id the acker asks about is an open problem.
+            acker_token = secrets.token_hex(32)
+            standin = ZabbixStandIn(
+                "6.0.14", tokens={acker_token: STANDIN_USER}, auto_problems=True
+            )
+            acker_zabbix = {"ZABBIX_URL": f"{console_url}/zabbix", "ZABBIX_API_TOKEN": acker_token}
             zabbix_shown = f"{console_url}/zabbix (a stand-in: --with-zabbix for the real one)"
 
         backends = Backends(ingest_url, dialer_url, sim_url, token, all_phones, fire, standin)

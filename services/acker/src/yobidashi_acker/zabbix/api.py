@@ -1,4 +1,4 @@
-"""The small interface the acker needs from Zabbix, independent of the client library."""
+"""The small interface the acker needs from Zabbix, independent of how it is reached."""
 
 from __future__ import annotations
 

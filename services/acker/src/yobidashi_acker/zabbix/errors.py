@@ -18,6 +18,7 @@ auth                    yes, loud  "Not authorized.", "Session terminated, re-lo
                                    HTTP 401/403 from a proxy
 config                  yes, loud  TLS verification failed, wrong URL (HTTP 404),
                                    unsupported version, "unexpected parameter "auth"",
+                                   "must be called without authorization header",
                                    the user's role may not call the method or
                                    acknowledge/comment at all
 not_found               no         "No permissions to referred object or it does not
@@ -115,6 +116,7 @@ _AUTH_TEXTS = (
 _CONFIG_TEXTS = (
     'unexpected parameter "auth"',
     'without the "auth" parameter',
+    "without authorization header",  # a no-auth method got one (8.0: even basic auth's)
     'unexpected parameter "user"',
     'parameter "user" is deprecated',
     "no permissions to call",  # the user role's API access list forbids the method

@@ -1,25 +1,31 @@
-"""What differs between the Zabbix API versions we support (6.0 to 7.4), as explicit rules.
+"""What differs between the Zabbix API versions we support (6.0 to 8.0), as explicit rules.
 
 Every rule is a pure function of the version ``apiinfo.version`` reported, so it is tested on
-its own and the adapter never guesses. Sources: the measured 6.0.14 facts in
-``/work/shared/notes/zabbix.md``, Zabbix's API changelogs, and the 7.x frontend source.
+its own and the client never guesses. Sources: the measured 6.0.14 and 7.0.22 facts in
+``/work/shared/notes/zabbix.md`` and ``zabbix-7-and-8.md``, Zabbix's API changelogs, the 7.x
+frontend source, and 8.0's documentation.
 
 ===========================  ===========================================================
 login parameter              ``username`` since 5.4; ``user`` was deprecated in 5.4 and
                              removed in 6.4. We never send ``user``.
 auth transport               request body ``auth`` before 6.4 (6.0 ignores the header);
-                             ``Authorization: Bearer`` from 6.4; 7.2 removed body ``auth``
-                             (``Invalid parameter "/": unexpected parameter "auth".``).
-no-auth methods              ``apiinfo.version`` and ``user.login`` must carry no auth.
-acknowledges on event.get    ``select_acknowledges`` (6.0); ``selectAcknowledges`` in the
-                             7.x frontends. 6.0 silently ignores an unknown option, newer
-                             versions reject it, so the adapter also falls back at run time.
+                             ``Authorization: Bearer`` from 6.4 (the scheme is
+                             case-sensitive); 7.0 still takes body ``auth`` but logs it as
+                             deprecated; 7.2 removed it (``Invalid parameter "/": unexpected
+                             parameter "auth".``); 8.0 takes API auth only in that header.
+no-auth methods              ``apiinfo.version`` and ``user.login`` must carry no auth: not in
+                             the body, and (measured on 7.0) no Bearer header either.
+acknowledges on event.get    ``select_acknowledges`` before 7.0; ``selectAcknowledges`` from
+                             7.0 (which still takes the old name as deprecated, but never
+                             both at once). 6.0 silently ignores an unknown option, newer
+                             versions reject it, so the client also falls back at run time.
 ===========================  ===========================================================
 
 HTTP basic auth in front of the frontend (``ZABBIX_HTTP_USER``) takes the one
 ``Authorization`` header. From 6.4 to 7.0 we then put the API auth in the body, which those
-versions still accept; 7.2+ accepts API auth only in that header, so the combination cannot
-work there and is reported as a configuration error instead of failing obscurely.
+versions still accept; 7.2+ accepts API auth only in that header (8.0 refuses any other scheme
+in it, even on ``apiinfo.version``), so the combination cannot work there and is reported as a
+configuration error instead of failing obscurely.
 """
 
 from __future__ import annotations
@@ -90,12 +96,17 @@ def auth_placement(version: ZabbixVersion, *, http_basic_auth: bool) -> AuthPlac
     if not http_basic_auth:
         return AuthPlacement.HEADER
     if version >= V7_2:
-        raise UnsupportedSetup(
-            f"Zabbix {version} accepts API auth only in the Authorization header, which "
-            "ZABBIX_HTTP_USER (HTTP basic auth in front of the frontend) already uses: exempt "
-            "api_jsonrpc.php from basic auth, or protect it another way (mTLS, allow-list)"
-        )
+        raise UnsupportedSetup(basic_auth_unsupported(f"Zabbix {version}"))
     return AuthPlacement.BODY  # 6.4-7.0 still accept it, and the header is taken
+
+
+def basic_auth_unsupported(zabbix: str) -> str:
+    """Why HTTP basic auth in front of Zabbix 7.2+ cannot work, and what to do instead."""
+    return (
+        f"{zabbix} accepts API auth only in the Authorization header, which ZABBIX_HTTP_USER "
+        "(HTTP basic auth in front of the frontend) already uses: exempt api_jsonrpc.php from "
+        "basic auth, or protect it another way (mTLS, allow-list)"
+    )
 
 
 def acknowledges_option(version: ZabbixVersion) -> str:
