@@ -94,7 +94,7 @@ NSeverity = Annotated[Annotated[int, Field(ge=0, le=5)] | None, BeforeValidator(
 
 
 class ZabbixWebhook(BaseModel):
-    """What ``deploy/zabbix/yobidashi/media_yobidashi.yaml`` sends. Every value arrives as a string."""
+    """What ``deploy/zabbix/yobidashi/media_yobidashi.yaml`` sends; every value is a string."""
 
     model_config = ConfigDict(
         extra="ignore",
