@@ -79,8 +79,9 @@ class AckerSettings(ServiceSettings):
         min_length=1,
         max_length=1500,
         description="Text of the Zabbix update message. Fields: {verb} {who} {number} {time} "
-        "{call_sid} {ref} {note} {digit} {keypress_id}. Must keep 'via Yobidashi' (ingest "
-        "recognises our own acks by it) and {ref} (the acker finds its own writes by it).",
+        "{call_sid} {ref} {note} {digit} {keypress_id}. Must keep 'via Yobidashi' (people see "
+        "the ack came by phone; ingest knows our own acks by it where Zabbix hides the "
+        "updater) and {ref} (the acker finds its own writes by it).",
     )
     acker_default_timezone: str = Field(
         "Asia/Tokyo",
