@@ -12,6 +12,7 @@ from pathlib import Path
 
 import nats
 import nats.js.errors
+import pydantic
 import pytest
 from nats.aio.msg import Msg
 from nats.js.api import StreamConfig
@@ -32,6 +33,8 @@ from yobidashi_common.bus import (
 from yobidashi_common.events import Contract
 from yobidashi_common.settings import NatsSettings
 from yobidashi_common.subjects import BucketSpec, StreamSpec, ensure_stream
+from yobidashi_testing.nats_cluster import NatsCluster
+from yobidashi_testing.nats_fixtures import tolerates_socket_left_by_a_reconnect
 from yobidashi_testing.nats_server import NatsServer, find_nats_server
 
 pytestmark = pytest.mark.integration
@@ -49,8 +52,8 @@ def settings(url: str, **kw: object) -> NatsSettings:
 
 
 @asynccontextmanager
-async def connected(url: str, **kw: object) -> AsyncIterator[Bus]:
-    bus = Bus(settings(url, **kw), "test", streams=[STREAM], buckets=[BUCKET])
+async def connected(url: str, name: str = "test", **kw: object) -> AsyncIterator[Bus]:
+    bus = Bus(settings(url, **kw), name, streams=[STREAM], buckets=[BUCKET])
     await bus.start()
     await asyncio.wait_for(bus.wait_ready(), 20)
     try:
@@ -344,6 +347,38 @@ def test_connect_options_carry_each_credential_kind(tmp_path: Path) -> None:
     assert "tls" not in options
 
 
+def test_connect_options_leave_a_hung_server_within_seconds() -> None:
+    defaults = connect_options(settings("nats://a:4222"))
+    # nats-py's own defaults (120 s, 2) stay on a frozen server for up to six minutes.
+    assert (defaults["ping_interval"], defaults["max_outstanding_pings"]) == (2.0, 2)
+    assert defaults["connect_timeout"] == 2.0
+    tuned = connect_options(
+        settings(
+            "nats://a:4222",
+            nats_ping_interval="500ms",
+            nats_max_outstanding_pings=4,
+            nats_connect_timeout="5s",
+        )
+    )
+    assert (tuned["ping_interval"], tuned["max_outstanding_pings"]) == (0.5, 4)
+    assert tuned["connect_timeout"] == 5.0
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("nats_ping_interval", "0"),
+        ("nats_max_outstanding_pings", "0"),
+        ("nats_connect_timeout", "0s"),
+    ],
+)
+def test_keepalive_settings_refuse_values_that_never_notice_anything(
+    field: str, value: str
+) -> None:
+    with pytest.raises(pydantic.ValidationError, match=field):
+        settings("nats://a:4222", **{field: value})
+
+
 @pytest.fixture
 def binary() -> str:
     found = find_nats_server()
@@ -401,3 +436,45 @@ async def test_tls_with_a_custom_ca(binary: str, tmp_path: Path) -> None:
         await asyncio.sleep(1.5)
         assert not untrusted.ready, "a server cert from an unknown CA must be refused"
         await untrusted.close()
+
+
+# -- on a 3-node cluster --------------------------------------------------------------------------
+
+
+def node_of(cluster: NatsCluster, bus: Bus) -> NatsServer | None:
+    url = bus.nc.connected_url
+    return cluster.node_at(url.netloc) if bus.ready and url is not None else None
+
+
+@tolerates_socket_left_by_a_reconnect
+async def test_a_bus_on_a_frozen_node_moves_to_a_healthy_one_and_keeps_consuming(
+    nats_cluster: NatsCluster,
+) -> None:
+    """SIGSTOP the node a consumer is on: it must leave within seconds (pings, not TCP, tell),
+    and what is published meanwhile must reach it while that node is still frozen."""
+    cluster = nats_cluster
+    seen: list[tuple[int, bool]] = []
+    async with (
+        connected(cluster.urls, "consumer-side", nats_stream_replicas=3) as bus,
+        connected(cluster.urls, "publisher", nats_stream_replicas=3) as publisher,
+    ):
+        victim = node_of(cluster, bus)
+        assert victim is not None
+
+        async def handler(d: Delivery[Ping]) -> None:
+            seen.append((d.event.n, victim.frozen))
+
+        async with consuming(bus, handler):
+            await publisher.publish("t.a", Ping(n=0), msg_id="before")
+            await eventually(lambda: len(seen) == 1)
+            with cluster.frozen(victim):
+                await eventually(
+                    lambda: node_of(cluster, bus) not in (None, victim),
+                    timeout=60,
+                    what="the consumer's bus to reconnect to a healthy node",
+                )
+                moved_while_frozen = victim.frozen
+                await publish_until_stored(publisher, Ping(n=1), "during")
+                await eventually(lambda: len(seen) == 2, timeout=60)
+    assert moved_while_frozen
+    assert seen == [(0, False), (1, True)], "delivered while the old node was still frozen"

@@ -117,7 +117,11 @@ def connect_options(settings: NatsSettings) -> dict[str, object]:
         "allow_reconnect": True,
         "max_reconnect_attempts": -1,  # keep trying forever; readiness reports the outage
         "reconnect_time_wait": 1,
-        "connect_timeout": 2,
+        "connect_timeout": settings.nats_connect_timeout,
+        # nats-py's defaults (120 s, 2) keep a client on a hung server for minutes; these
+        # leave it within seconds (docs/reliability.md, "A hung NATS node").
+        "ping_interval": settings.nats_ping_interval,
+        "max_outstanding_pings": settings.nats_max_outstanding_pings,
         "drain_timeout": 5,
         "tls": tls_context(settings),
         "token": secret_value(settings.nats_token),

@@ -41,6 +41,18 @@ NO_NATS_CLUSTER = (
 )
 
 
+# When nats-py reconnects, it may pick a hung (SIGSTOPped) server: the kernel accepts the TCP
+# connection, the server never greets, and the attempt times out. nats-py then dials the next
+# server with the same TcpTransport, which drops that socket without closing it; the garbage
+# collector closes it later and warns. Harmless, and not ours to fix: tests that freeze a node
+# under a client in this process tolerate exactly that warning.
+tolerates_socket_left_by_a_reconnect = pytest.mark.filterwarnings(
+    "ignore:unclosed <StreamWriter:ResourceWarning",
+    "ignore:Exception ignored in. <function StreamWriter.__del__"
+    ":pytest.PytestUnraisableExceptionWarning",
+)
+
+
 @pytest.fixture
 def nats_server() -> Iterator[NatsServer]:
     """A private nats-server that the test may stop, kill and restart (keeps its store)."""
