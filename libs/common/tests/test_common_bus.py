@@ -478,3 +478,41 @@ async def test_a_bus_on_a_frozen_node_moves_to_a_healthy_one_and_keeps_consuming
                 await eventually(lambda: len(seen) == 2, timeout=60)
     assert moved_while_frozen
     assert seen == [(0, False), (1, True)], "delivered while the old node was still frozen"
+
+
+async def stored_ids(bus: Bus) -> list[str]:
+    """The Nats-Msg-Id of every message on T_EVENTS, in order."""
+    info = await bus.js.stream_info("T_EVENTS")
+    ids = []
+    for seq in range(info.state.first_seq, info.state.last_seq + 1):
+        msg = await bus.js.get_msg("T_EVENTS", seq)
+        ids.append((msg.headers or {}).get("Nats-Msg-Id", ""))
+    return ids
+
+
+async def test_a_leader_without_quorum_makes_publish_unavailable_then_stores_once(
+    nats_cluster: NatsCluster,
+) -> None:
+    """The stream's leader alone: its first publish waits for a quorum that never comes, and
+    JetStream answers each retry of that msg-id "duplicate message id is in process" (409).
+    That is no refusal (the first may still be stored), so it must be `BusUnavailable` (ingest:
+    503, retry), never an error; once a quorum is back the id is stored exactly once."""
+    cluster = nats_cluster
+    async with connected(cluster.urls, nats_stream_replicas=3) as bus:
+        await bus.publish("t.a", Ping(n=0), msg_id="before")
+        leader = await asyncio.to_thread(cluster.wait_stream_leader, "T_EVENTS")
+        followers = [node for node in cluster.nodes if node is not leader]
+        for node in followers:
+            node.kill()
+        await eventually(lambda: node_of(cluster, bus) is leader, timeout=60)
+        refusals = []
+        for _ in range(3):
+            with pytest.raises(BusUnavailable) as caught:
+                await bus.publish("t.a", Ping(n=1), msg_id="no-quorum")
+            refusals.append(str(caught.value))
+        for node in followers:
+            node.start()
+        await publish_until_stored(bus, Ping(n=1), "no-quorum")
+        ids = await stored_ids(bus)
+    assert any("in process" in refusal for refusal in refusals), refusals
+    assert ids == ["before", "no-quorum"]

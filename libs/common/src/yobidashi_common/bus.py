@@ -89,6 +89,11 @@ BUS_HANDLER_SECONDS = Histogram(
 
 TRACEPARENT = "traceparent"
 
+# JetStream's answer (409) to a Nats-Msg-Id whose first publish is not settled yet: a clustered
+# stream is still replicating it, or its leader lost quorum. Not a refusal: the first publish
+# may yet be stored, and a retry with the same id then gets a duplicate PubAck.
+MSG_ID_IN_PROCESS = 10158
+
 
 class BusUnavailable(Exception):
     """NATS cannot take the message right now; the caller should retry later."""
@@ -289,6 +294,11 @@ class Bus:
         ) as exc:
             BUS_PUBLISHED.labels("unknown", "unavailable").inc()
             raise BusUnavailable(f"publish to {subject} failed: {type(exc).__name__}") from exc
+        except nats.js.errors.APIError as exc:
+            if exc.err_code != MSG_ID_IN_PROCESS:
+                raise
+            BUS_PUBLISHED.labels("unknown", "unavailable").inc()
+            raise BusUnavailable(f"publish to {subject}: {exc.description}") from exc
         BUS_PUBLISH_SECONDS.observe(loop.time() - started)
         BUS_PUBLISHED.labels(ack.stream, "duplicate" if ack.duplicate else "stored").inc()
         return Published(ack.stream, ack.seq, bool(ack.duplicate))
