@@ -516,3 +516,55 @@ async def test_a_leader_without_quorum_makes_publish_unavailable_then_stores_onc
         ids = await stored_ids(bus)
     assert any("in process" in refusal for refusal in refusals), refusals
     assert ids == ["before", "no-quorum"]
+
+
+async def subscriptions_of(cluster: NatsCluster, client_name: str) -> int:
+    """How many subscriptions the server holds for a named client's connection."""
+
+    def count() -> int | None:
+        for node in cluster.answering():
+            for conn in cluster.connections(node):
+                if conn.get("name") == client_name:
+                    return int(conn["subscriptions"])
+        return None
+
+    for _ in range(100):
+        found = await asyncio.to_thread(count)
+        if found is not None:
+            return found
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no connection named {client_name}")
+
+
+async def test_consumer_rides_out_leader_elections_without_piling_up_subscriptions(
+    nats_cluster: NatsCluster,
+) -> None:
+    """Killing a consumer's leader makes its fetches fail (503) until another is elected; the
+    consumer re-binds and goes on, and must not leave a subscription behind each time."""
+    cluster = nats_cluster
+    seen: list[int] = []
+
+    async def handler(d: Delivery[Ping]) -> None:
+        seen.append(d.event.n)
+
+    async def delivered(count: int) -> None:
+        await eventually(lambda: len(seen) == count, timeout=60, what=f"{count} delivered")
+
+    async with (
+        connected(cluster.urls, "consumer-side", nats_stream_replicas=3) as bus,
+        consuming(bus, handler),
+    ):
+        await bus.publish("t.a", Ping(n=0), msg_id="e0")
+        await eventually(lambda: seen == [0])
+        before = await subscriptions_of(cluster, "consumer-side")
+        for n in (1, 2, 3):
+            leader = await asyncio.to_thread(cluster.consumer_leader, "T_EVENTS", "tester")
+            assert leader is not None
+            leader.kill()
+            await publish_until_stored(bus, Ping(n=n), f"e{n}")
+            await delivered(n + 1)
+            leader.start()
+            await asyncio.to_thread(cluster.wait_healthy)
+        after = await subscriptions_of(cluster, "consumer-side")
+    assert sorted(seen) == [0, 1, 2, 3]
+    assert after == before

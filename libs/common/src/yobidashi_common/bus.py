@@ -455,11 +455,14 @@ class Consumer(Generic[M]):
                 raise
             except nats.js.errors.NotFoundError:
                 # Stream or consumer vanished (a server without its store): recreate and resume.
+                await self._abandon(sub)
                 sub = None
                 await self.bus.ensure()
                 continue
             except Exception as exc:
+                # E.g. a 503 while the consumer's raft group elects a new leader in a cluster.
                 log.warning("consumer.fetch_failed", consumer=self.spec.durable, error=repr(exc))
+                await self._abandon(sub)
                 sub = None
                 await asyncio.sleep(1)
                 continue
@@ -468,6 +471,14 @@ class Consumer(Generic[M]):
                 task = asyncio.create_task(self._handle(msg))
                 self._inflight.add(task)
                 task.add_done_callback(self._finished(slots))
+
+    @staticmethod
+    async def _abandon(sub: JetStreamContext.PullSubscription | None) -> None:
+        """Unsubscribe a pull subscription before binding a new one: each left behind kept its
+        inbox on the connection for good, one more after every leader election."""
+        if sub is not None:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
 
     def _finished(self, slots: asyncio.Semaphore) -> Callable[[asyncio.Task[None]], None]:
         def done(task: asyncio.Task[None]) -> None:
