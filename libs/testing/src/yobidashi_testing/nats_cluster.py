@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import json
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -46,8 +47,9 @@ from yobidashi_testing.nats_server import NatsServer, free_port
 
 T = TypeVar("T")
 
-# A frozen node accepts TCP and never answers: every probe is bounded by this.
-PROBE_TIMEOUT = 1.0
+# A frozen node accepts TCP and never answers: every probe is bounded by this (frozen nodes
+# are not asked, so it only has to be short enough not to stall a test on a slow one).
+PROBE_TIMEOUT = 2.0
 
 
 class NatsCluster:
@@ -221,23 +223,29 @@ class NatsCluster:
     def healthy(self) -> bool:
         """A meta leader sees every other answering node as current, each node says healthy,
         and every stream and consumer has one leader that all answering nodes agree on."""
+        return self.unhealthy() is None
+
+    def unhealthy(self) -> str | None:
+        """Why the cluster is not `healthy` yet, or None when it is."""
         leader = self.meta_leader()
         if leader is None:
-            return False
+            return "no meta leader"
         jsz = self._probe(leader, "/jsz?leader-only=true") or {}
         current = {
             peer.get("name")
             for peer in (jsz.get("meta_cluster") or {}).get("replicas") or []
             if peer.get("current")
         }
-        others = {node.name for node in self.answering()} - {leader.name}
-        if not others <= current:
-            return False
-        if not all(self._probe(node, "/healthz") == {"status": "ok"} for node in self.answering()):
-            return False
-        return self._leaders_agreed()
+        behind = {node.name for node in self.answering()} - {leader.name} - current
+        if behind:
+            return f"meta leader {leader.name} sees {sorted(map(str, behind))} not current"
+        for node in self.answering():
+            health = self._probe(node, "/healthz")
+            if health != {"status": "ok"}:
+                return f"{node.name} /healthz: {health}"
+        return self._leaders_disagree()
 
-    def _leaders_agreed(self) -> bool:
+    def _leaders_disagree(self) -> str | None:
         # Right after a restart, /healthz can say ok while nodes still hold stale claims from
         # before it (two nodes each naming itself a stream's leader, or nobody named yet).
         named: dict[str, set[str]] = {}
@@ -245,7 +253,7 @@ class NatsCluster:
         for node in answering:
             jsz = self._probe(node, "/jsz?accounts=true&streams=true&consumers=true")
             if jsz is None:
-                return False
+                return f"{node.name} /jsz does not answer"
             for account in jsz.get("account_details") or []:
                 for stream in account.get("stream_detail") or []:
                     key = f"{account.get('name')}/{stream.get('name')}"
@@ -255,15 +263,19 @@ class NatsCluster:
                             _leader_of(consumer)
                         )
         names = {node.name for node in answering}
-        return all(len(leaders) == 1 and leaders <= names for leaders in named.values())
+        for asset, leaders in sorted(named.items()):
+            if len(leaders) != 1 or not leaders <= names:
+                return f"leader of {asset} named as {sorted(leaders)} by the answering nodes"
+        return None
 
     def wait_healthy(self, timeout: float = 30.0) -> None:
-        wait_until(
-            f"cluster {self.name} to have a meta leader and every answering node current",
-            self.healthy,
-            timeout=timeout,
-            interval=0.1,
-        )
+        deadline = time.monotonic() + timeout
+        while (reason := self.unhealthy()) is not None:
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"cluster {self.name} not healthy after {timeout:.0f} s: {reason}"
+                )
+            time.sleep(0.1)
 
     def wait_meta_leader(self, timeout: float = 30.0) -> NatsServer:
         return self._wait(f"a meta leader in {self.name}", self.meta_leader, timeout)

@@ -150,6 +150,7 @@ class NatsServer:
             raise RuntimeError(f"nats-server on port {self.port} is not running")
         self._proc.send_signal(signal.SIGSTOP)
         self._frozen = True
+        _wait_all_threads_stopped(self._proc.pid)
 
     def thaw(self) -> None:
         if self._frozen and self._proc is not None and self._proc.poll() is None:
@@ -185,6 +186,27 @@ class NatsServer:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _wait_all_threads_stopped(pid: int, timeout: float = 5.0) -> None:
+    """SIGSTOP takes effect asynchronously, thread by thread: a busy server on a loaded machine
+    was seen to answer a request sent just after kill() returned. Wait until every thread of
+    ``pid`` is in state T (stopped), as /proc tells; elsewhere than Linux, trust the signal."""
+    tasks = Path(f"/proc/{pid}/task")
+    if not tasks.is_dir():
+        return
+    deadline = time.monotonic() + timeout
+    while True:
+        states = []
+        for task in tasks.iterdir():
+            with contextlib.suppress(OSError):
+                # "tid (comm) S ...": the state follows the last parenthesis.
+                states.append((task / "stat").read_text().rsplit(")", 1)[1].split()[0])
+        if states and all(state == "T" for state in states):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"nats-server {pid} not stopped after SIGSTOP: {states}")
+        time.sleep(0.001)
 
 
 def environment_nats_url() -> str | None:
