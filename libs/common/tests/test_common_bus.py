@@ -12,6 +12,7 @@ from pathlib import Path
 
 import nats
 import nats.js.errors
+import pydantic
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
@@ -34,6 +35,8 @@ from yobidashi_common.bus import (
 from yobidashi_common.events import Contract
 from yobidashi_common.settings import NatsSettings
 from yobidashi_common.subjects import BucketSpec, StreamSpec, ensure_stream
+from yobidashi_testing.nats_cluster import NatsCluster
+from yobidashi_testing.nats_fixtures import tolerates_socket_left_by_a_reconnect
 from yobidashi_testing.nats_server import NatsServer, find_nats_server
 
 pytestmark = pytest.mark.integration
@@ -51,8 +54,8 @@ def settings(url: str, **kw: object) -> NatsSettings:
 
 
 @asynccontextmanager
-async def connected(url: str, **kw: object) -> AsyncIterator[Bus]:
-    bus = Bus(settings(url, **kw), "test", streams=[STREAM], buckets=[BUCKET])
+async def connected(url: str, name: str = "test", **kw: object) -> AsyncIterator[Bus]:
+    bus = Bus(settings(url, **kw), name, streams=[STREAM], buckets=[BUCKET])
     await bus.start()
     await asyncio.wait_for(bus.wait_ready(), 20)
     try:
@@ -363,6 +366,38 @@ def test_connect_options_carry_each_credential_kind(tmp_path: Path) -> None:
     assert "tls" not in options
 
 
+def test_connect_options_leave_a_hung_server_within_seconds() -> None:
+    defaults = connect_options(settings("nats://a:4222"))
+    # nats-py's own defaults (120 s, 2) stay on a frozen server for up to six minutes.
+    assert (defaults["ping_interval"], defaults["max_outstanding_pings"]) == (2.0, 2)
+    assert defaults["connect_timeout"] == 2.0
+    tuned = connect_options(
+        settings(
+            "nats://a:4222",
+            nats_ping_interval="500ms",
+            nats_max_outstanding_pings=4,
+            nats_connect_timeout="5s",
+        )
+    )
+    assert (tuned["ping_interval"], tuned["max_outstanding_pings"]) == (0.5, 4)
+    assert tuned["connect_timeout"] == 5.0
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("nats_ping_interval", "0"),
+        ("nats_max_outstanding_pings", "0"),
+        ("nats_connect_timeout", "0s"),
+    ],
+)
+def test_keepalive_settings_refuse_values_that_never_notice_anything(
+    field: str, value: str
+) -> None:
+    with pytest.raises(pydantic.ValidationError, match=field):
+        settings("nats://a:4222", **{field: value})
+
+
 @pytest.fixture
 def binary() -> str:
     found = find_nats_server()
@@ -420,3 +455,135 @@ async def test_tls_with_a_custom_ca(binary: str, tmp_path: Path) -> None:
         await asyncio.sleep(1.5)
         assert not untrusted.ready, "a server cert from an unknown CA must be refused"
         await untrusted.close()
+
+
+# -- on a 3-node cluster --------------------------------------------------------------------------
+
+
+def node_of(cluster: NatsCluster, bus: Bus) -> NatsServer | None:
+    url = bus.nc.connected_url
+    return cluster.node_at(url.netloc) if bus.ready and url is not None else None
+
+
+@tolerates_socket_left_by_a_reconnect
+async def test_a_bus_on_a_frozen_node_moves_to_a_healthy_one_and_keeps_consuming(
+    nats_cluster: NatsCluster,
+) -> None:
+    """SIGSTOP the node a consumer is on: it must leave within seconds (pings, not TCP, tell),
+    and what is published meanwhile must reach it while that node is still frozen."""
+    cluster = nats_cluster
+    seen: list[tuple[int, bool]] = []
+    async with (
+        connected(cluster.urls, "consumer-side", nats_stream_replicas=3) as bus,
+        connected(cluster.urls, "publisher", nats_stream_replicas=3) as publisher,
+    ):
+        victim = node_of(cluster, bus)
+        assert victim is not None
+
+        async def handler(d: Delivery[Ping]) -> None:
+            seen.append((d.event.n, victim.frozen))
+
+        async with consuming(bus, handler):
+            await publisher.publish("t.a", Ping(n=0), msg_id="before")
+            await eventually(lambda: len(seen) == 1)
+            with cluster.frozen(victim):
+                await eventually(
+                    lambda: node_of(cluster, bus) not in (None, victim),
+                    timeout=60,
+                    what="the consumer's bus to reconnect to a healthy node",
+                )
+                moved_while_frozen = victim.frozen
+                await publish_until_stored(publisher, Ping(n=1), "during")
+                await eventually(lambda: len(seen) == 2, timeout=60)
+    assert moved_while_frozen
+    assert seen == [(0, False), (1, True)], "delivered while the old node was still frozen"
+
+
+async def stored_ids(bus: Bus) -> list[str]:
+    """The Nats-Msg-Id of every message on T_EVENTS, in order."""
+    info = await bus.js.stream_info("T_EVENTS")
+    ids = []
+    for seq in range(info.state.first_seq, info.state.last_seq + 1):
+        msg = await bus.js.get_msg("T_EVENTS", seq)
+        ids.append((msg.headers or {}).get("Nats-Msg-Id", ""))
+    return ids
+
+
+async def test_a_leader_without_quorum_makes_publish_unavailable_then_stores_once(
+    nats_cluster: NatsCluster,
+) -> None:
+    """The stream's leader alone: its first publish waits for a quorum that never comes, and
+    JetStream answers each retry of that msg-id "duplicate message id is in process" (409).
+    That is no refusal (the first may still be stored), so it must be `BusUnavailable` (ingest:
+    503, retry), never an error; once a quorum is back the id is stored exactly once."""
+    cluster = nats_cluster
+    async with connected(cluster.urls, nats_stream_replicas=3) as bus:
+        await bus.publish("t.a", Ping(n=0), msg_id="before")
+        leader = await asyncio.to_thread(cluster.wait_stream_leader, "T_EVENTS")
+        followers = [node for node in cluster.nodes if node is not leader]
+        for node in followers:
+            node.kill()
+        await eventually(lambda: node_of(cluster, bus) is leader, timeout=60)
+        refusals = []
+        for _ in range(3):
+            with pytest.raises(BusUnavailable) as caught:
+                await bus.publish("t.a", Ping(n=1), msg_id="no-quorum")
+            refusals.append(str(caught.value))
+        for node in followers:
+            node.start()
+        await publish_until_stored(bus, Ping(n=1), "no-quorum")
+        ids = await stored_ids(bus)
+    assert any("in process" in refusal for refusal in refusals), refusals
+    assert ids == ["before", "no-quorum"]
+
+
+async def subscriptions_of(cluster: NatsCluster, client_name: str) -> int:
+    """How many subscriptions the server holds for a named client's connection."""
+
+    def count() -> int | None:
+        for node in cluster.answering():
+            for conn in cluster.connections(node):
+                if conn.get("name") == client_name:
+                    return int(conn["subscriptions"])
+        return None
+
+    for _ in range(100):
+        found = await asyncio.to_thread(count)
+        if found is not None:
+            return found
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no connection named {client_name}")
+
+
+async def test_consumer_rides_out_leader_elections_without_piling_up_subscriptions(
+    nats_cluster: NatsCluster,
+) -> None:
+    """Killing a consumer's leader makes its fetches fail (503) until another is elected; the
+    consumer re-binds and goes on, and must not leave a subscription behind each time."""
+    cluster = nats_cluster
+    seen: list[int] = []
+
+    async def handler(d: Delivery[Ping]) -> None:
+        seen.append(d.event.n)
+
+    async def delivered(count: int) -> None:
+        await eventually(lambda: len(seen) == count, timeout=60, what=f"{count} delivered")
+
+    async with (
+        connected(cluster.urls, "consumer-side", nats_stream_replicas=3) as bus,
+        consuming(bus, handler),
+    ):
+        await bus.publish("t.a", Ping(n=0), msg_id="e0")
+        await eventually(lambda: seen == [0])
+        before = await subscriptions_of(cluster, "consumer-side")
+        for n in (1, 2, 3):
+            leader = await asyncio.to_thread(cluster.consumer_leader, "T_EVENTS", "tester")
+            assert leader is not None
+            leader.kill()
+            await publish_until_stored(bus, Ping(n=n), f"e{n}")
+            await delivered(n + 1)
+            leader.start()
+            await asyncio.to_thread(cluster.wait_healthy)
+        after = await subscriptions_of(cluster, "consumer-side")
+    assert sorted(seen) == [0, 1, 2, 3]
+    assert after == before

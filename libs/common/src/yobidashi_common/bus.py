@@ -89,6 +89,11 @@ BUS_HANDLER_SECONDS = Histogram(
 
 TRACEPARENT = "traceparent"
 
+# JetStream's answer (409) to a Nats-Msg-Id whose first publish is not settled yet: a clustered
+# stream is still replicating it, or its leader lost quorum. Not a refusal: the first publish
+# may yet be stored, and a retry with the same id then gets a duplicate PubAck.
+MSG_ID_IN_PROCESS = 10158
+
 
 class BusUnavailable(Exception):
     """NATS cannot take the message right now; the caller should retry later."""
@@ -117,7 +122,11 @@ def connect_options(settings: NatsSettings) -> dict[str, object]:
         "allow_reconnect": True,
         "max_reconnect_attempts": -1,  # keep trying forever; readiness reports the outage
         "reconnect_time_wait": 1,
-        "connect_timeout": 2,
+        "connect_timeout": settings.nats_connect_timeout,
+        # nats-py's defaults (120 s, 2) keep a client on a hung server for minutes; these
+        # leave it within seconds (docs/reliability.md, "A hung NATS node").
+        "ping_interval": settings.nats_ping_interval,
+        "max_outstanding_pings": settings.nats_max_outstanding_pings,
         "drain_timeout": 5,
         "tls": tls_context(settings),
         "token": secret_value(settings.nats_token),
@@ -285,6 +294,11 @@ class Bus:
         ) as exc:
             BUS_PUBLISHED.labels("unknown", "unavailable").inc()
             raise BusUnavailable(f"publish to {subject} failed: {type(exc).__name__}") from exc
+        except nats.js.errors.APIError as exc:
+            if exc.err_code != MSG_ID_IN_PROCESS:
+                raise
+            BUS_PUBLISHED.labels("unknown", "unavailable").inc()
+            raise BusUnavailable(f"publish to {subject}: {exc.description}") from exc
         BUS_PUBLISH_SECONDS.observe(loop.time() - started)
         BUS_PUBLISHED.labels(ack.stream, "duplicate" if ack.duplicate else "stored").inc()
         return Published(ack.stream, ack.seq, bool(ack.duplicate))
@@ -447,11 +461,14 @@ class Consumer(Generic[M]):
                 raise
             except nats.js.errors.NotFoundError:
                 # Stream or consumer vanished (a server without its store): recreate and resume.
+                await self._abandon(sub)
                 sub = None
                 await self.bus.ensure()
                 continue
             except Exception as exc:
+                # E.g. a 503 while the consumer's raft group elects a new leader in a cluster.
                 log.warning("consumer.fetch_failed", consumer=self.spec.durable, error=repr(exc))
+                await self._abandon(sub)
                 sub = None
                 await asyncio.sleep(1)
                 continue
@@ -460,6 +477,14 @@ class Consumer(Generic[M]):
                 task = asyncio.create_task(self._handle(msg))
                 self._inflight.add(task)
                 task.add_done_callback(self._finished(slots))
+
+    @staticmethod
+    async def _abandon(sub: JetStreamContext.PullSubscription | None) -> None:
+        """Unsubscribe a pull subscription before binding a new one: each left behind kept its
+        inbox on the connection for good, one more after every leader election."""
+        if sub is not None:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
 
     def _finished(self, slots: asyncio.Semaphore) -> Callable[[asyncio.Task[None]], None]:
         def done(task: asyncio.Task[None]) -> None:

@@ -57,6 +57,24 @@ class NatsSettings(BaseSettings):
     nats_publish_timeout: Seconds = Field(
         2.0, description="How long to wait for JetStream's ack before answering 503."
     )
+    nats_ping_interval: Seconds = Field(
+        2.0,
+        gt=0,
+        description="How often the client pings its server. With NATS_MAX_OUTSTANDING_PINGS it "
+        "decides how soon a hung server is left: after interval × (max + 1) s at most.",
+    )
+    nats_max_outstanding_pings: int = Field(
+        2,
+        ge=1,
+        description="Pings left unanswered before the connection counts as stale and the "
+        "client reconnects to another server.",
+    )
+    nats_connect_timeout: Seconds = Field(
+        2.0,
+        gt=0,
+        description="How long one connection attempt may take, TLS and the server's greeting "
+        "included (a hung server accepts TCP and never greets).",
+    )
     nats_ack_wait: Seconds = Field(
         30.0,
         gt=0,

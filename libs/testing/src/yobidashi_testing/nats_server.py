@@ -8,6 +8,7 @@ store; otherwise testcontainers' NATS image where a Docker engine answers.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -19,6 +20,7 @@ import time
 import urllib.request
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 
 def free_port() -> int:
@@ -47,7 +49,11 @@ def docker_available() -> bool:
 
 
 class NatsServer:
-    """A nats-server child with JetStream, a fixed port and a store that survives restarts."""
+    """A nats-server child with JetStream, a fixed port and a store that survives restarts.
+
+    Faults: `stop` (SIGTERM), `kill` (SIGKILL), `freeze` (SIGSTOP: the process and its sockets
+    stay, nothing answers) and `thaw` (SIGCONT); `start` again keeps the store and the ports.
+    """
 
     def __init__(
         self,
@@ -56,8 +62,10 @@ class NatsServer:
         port: int | None = None,
         extra_args: list[str] | None = None,
         log_file: Path | None = None,
+        name: str | None = None,
     ) -> None:
         self.binary = binary
+        self.name = name
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if store_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="yobidashi-nats-")
@@ -68,6 +76,7 @@ class NatsServer:
         self.extra_args = extra_args or []
         self.log_file = log_file
         self._proc: subprocess.Popen[bytes] | None = None
+        self._frozen = False
 
     @property
     def url(self) -> str:
@@ -77,6 +86,14 @@ class NatsServer:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    @property
+    def frozen(self) -> bool:
+        return self.running and self._frozen
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self.running and self._proc is not None else None
+
     def start(self, timeout: float = 20.0) -> NatsServer:
         cmd = [
             self.binary,
@@ -85,6 +102,7 @@ class NatsServer:
             "-m", str(self.monitor_port),
             "-js",
             "-sd", str(self.store_dir),
+            *(["--server_name", self.name] if self.name else []),
             *self.extra_args,
         ]  # fmt: skip
         if self.log_file is None:
@@ -111,6 +129,8 @@ class NatsServer:
         if self._proc is None:
             return
         if self._proc.poll() is None:
+            if sig != signal.SIGKILL:
+                self.thaw()  # a stopped process would hold SIGTERM until continued
             self._proc.send_signal(sig)
             try:
                 self._proc.wait(10)
@@ -118,9 +138,33 @@ class NatsServer:
                 self._proc.kill()
                 self._proc.wait()
         self._proc = None
+        self._frozen = False
 
     def kill(self) -> None:
         self.stop(signal.SIGKILL)
+
+    def freeze(self) -> None:
+        """SIGSTOP: a hung server. Its sockets stay open and the kernel still accepts TCP
+        connections on them, but nothing is read or answered until `thaw`."""
+        if self._proc is None or self._proc.poll() is not None:
+            raise RuntimeError(f"nats-server on port {self.port} is not running")
+        self._proc.send_signal(signal.SIGSTOP)
+        self._frozen = True
+        _wait_all_threads_stopped(self._proc.pid)
+
+    def thaw(self) -> None:
+        if self._frozen and self._proc is not None and self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGCONT)
+        self._frozen = False
+
+    def monitoring(self, path: str, timeout: float = 2.0) -> Any:
+        """GET a monitoring endpoint (``/jsz?...``, ``/connz``) and decode its JSON.
+
+        Raises ``OSError`` (``urllib.error.HTTPError`` for a 4xx/5xx) when it does not answer.
+        """
+        url = f"http://127.0.0.1:{self.monitor_port}{path}"
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return json.loads(resp.read())
 
     def restart(self) -> None:
         self.stop()
@@ -142,6 +186,27 @@ class NatsServer:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _wait_all_threads_stopped(pid: int, timeout: float = 5.0) -> None:
+    """SIGSTOP takes effect asynchronously, thread by thread: a busy server on a loaded machine
+    was seen to answer a request sent just after kill() returned. Wait until every thread of
+    ``pid`` is in state T (stopped), as /proc tells; elsewhere than Linux, trust the signal."""
+    tasks = Path(f"/proc/{pid}/task")
+    if not tasks.is_dir():
+        return
+    deadline = time.monotonic() + timeout
+    while True:
+        states = []
+        for task in tasks.iterdir():
+            with contextlib.suppress(OSError):
+                # "tid (comm) S ...": the state follows the last parenthesis.
+                states.append((task / "stat").read_text().rsplit(")", 1)[1].split()[0])
+        if states and all(state == "T" for state in states):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"nats-server {pid} not stopped after SIGSTOP: {states}")
+        time.sleep(0.001)
 
 
 def environment_nats_url() -> str | None:
