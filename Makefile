@@ -15,7 +15,7 @@ PY_SOURCES := libs services tools tests bench
 ZABBIX_DEV := deploy/zabbix/dev/zabbix-dev
 
 .PHONY: help setup system-deps system-deps-run venv zabbix-install zabbix-up lint fmt test \
-	test-unit run run-zabbix screenshots bench chaos media-type clean
+	test-unit run run-zabbix screenshots bench chaos media-type images clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -72,6 +72,14 @@ screenshots: setup zabbix-up ## regenerate docs/images/*.png (the web phone, the
 
 test-unit: venv ## only the fast tests that need nothing running
 	$(VENV)/bin/pytest -m "not integration and not zabbix and not e2e and not chaos"
+
+# Podman's settings for this kind of machine (runc, cgroupfs, ulimits, netavark); a Docker
+# engine, where one answers, ignores them.
+images: export CONTAINERS_CONF ?= $(CURDIR)/libs/testing/src/yobidashi_testing/images/containers.conf
+
+images: venv ## build every image: docker where an engine answers, else podman (installed), with local stand-in bases where no registry serves them
+	@docker info >/dev/null 2>&1 || scripts/install-system-deps images
+	$(VENV)/bin/python -m yobidashi_testing.images
 
 media-type: venv ## rebuild deploy/zabbix/yobidashi/media_yobidashi.yaml from its JavaScript
 	$(VENV)/bin/python deploy/zabbix/yobidashi/build_media_type.py
