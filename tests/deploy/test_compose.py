@@ -40,6 +40,7 @@ from yobidashi_dialer.settings import DialerSettings
 from yobidashi_ingest.settings import IngestSettings
 from yobidashi_testing.dockerfile import instructions
 from yobidashi_twilio_sim.settings import DEFAULT_AUTH_TOKEN, SimSettings
+from yobidashi_zabbix_standin.settings import StandInSettings
 
 Obj = dict[str, Any]
 
@@ -53,9 +54,10 @@ SETTINGS: dict[str, type[BaseSettings]] = {
     "dialer": DialerSettings,
     "acker": AckerSettings,
     "twilio-sim": SimSettings,
+    "zabbix-standin": StandInSettings,
 }
 # The stand-ins for the outside world: profile `sim`, built here, listening on all interfaces.
-STANDINS = {"twilio-sim"}
+STANDINS = {"twilio-sim", "zabbix-standin"}
 YOBIDASHI = {"ingest", "dialer", "acker", *STANDINS, "heartbeat"}
 DEFAULT_SERVICES = {"nats", *YOBIDASHI, "prometheus", "grafana"}
 ZABBIX_SERVICES = {"zabbix-db", "zabbix-server", "zabbix-web"}
@@ -66,6 +68,7 @@ SECRETS_PER_SERVICE = {
     "dialer": {"TWILIO_AUTH_TOKEN", "NATS_TOKEN"},
     "acker": {"ZABBIX_API_TOKEN", "NATS_TOKEN"},
     "twilio-sim": {"TWILIO_SIM_AUTH_TOKEN"},
+    "zabbix-standin": {"ZABBIX_STANDIN_API_TOKEN"},
     "heartbeat": {"INGEST_TOKEN"},
     "prometheus": set(),
     "grafana": {"GF_SECURITY_ADMIN_PASSWORD"},
@@ -400,7 +403,7 @@ def test_each_yobidashi_service_starts_with_its_compose_environment(default_conf
         if isinstance(settings, ServiceSettings):
             assert container_port(services[name]) == settings.port, name
             assert settings.nats_token is not None, f"{name} would connect without the token"
-        if isinstance(settings, SimSettings):
+        if isinstance(settings, SimSettings | StandInSettings):
             assert settings.host == "0.0.0.0", f"{name} must listen on all interfaces"
             assert container_port(services[name]) == settings.port
     # The canary's variables are the ones the CLI reads.

@@ -30,6 +30,8 @@ WORKS_WITHOUT_SOURCES = {
     "twilio-sim": "import yobidashi_twilio_sim.main; "
     "from yobidashi_twilio_sim.spec import load_spec; assert load_spec()['paths']",
     "heartbeat": "from yobidashi_cli.main import parser; parser().parse_args(['heartbeat'])",
+    "zabbix-standin": "from yobidashi_zabbix_standin.settings import StandInSettings; "
+    "StandInSettings(api_token='t').standin()",
 }
 # No image holds test tooling.
 WITH_TEST_TOOLING: set[str] = set()
