@@ -15,7 +15,7 @@ PY_SOURCES := libs services tools tests bench
 ZABBIX_DEV := deploy/zabbix/dev/zabbix-dev
 
 .PHONY: help setup system-deps system-deps-run venv zabbix-install zabbix-up lint fmt test \
-	test-unit run run-zabbix screenshots bench chaos media-type clean
+	test-unit run run-zabbix screenshots bench chaos media-type images compose-test clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -50,8 +50,8 @@ fmt: venv ## apply ruff's formatting and safe fixes
 	$(VENV)/bin/ruff check --fix $(PY_SOURCES)
 	$(VENV)/bin/ruff format $(PY_SOURCES)
 
-test: setup lint zabbix-up ## set up, lint, then run every test against real NATS, Zabbix and the simulator
-	$(VENV)/bin/pytest
+test: setup lint zabbix-up ## set up, lint, then run every test against real NATS, Zabbix and the simulator (the images: make compose-test)
+	$(VENV)/bin/pytest -m "not containers"
 
 chaos: setup zabbix-up ## 1,000 problems through a stack that keeps being broken, then the audit (CHAOS_* to change)
 	CHAOS_PROBLEMS=$${CHAOS_PROBLEMS:-1000} CHAOS_ZABBIX_OUTAGE=$${CHAOS_ZABBIX_OUTAGE:-60} \
@@ -71,7 +71,18 @@ screenshots: setup zabbix-up ## regenerate docs/images/*.png (the web phone, the
 		tests/e2e/test_web_phone.py tests/integration/test_dashboard_queries.py
 
 test-unit: venv ## only the fast tests that need nothing running
-	$(VENV)/bin/pytest -m "not integration and not zabbix and not e2e and not chaos"
+	$(VENV)/bin/pytest -m "not integration and not zabbix and not e2e and not chaos and not containers"
+
+# Podman's settings for this kind of machine (runc, cgroupfs, ulimits, netavark); a Docker
+# engine, where one answers, ignores them.
+images compose-test: export CONTAINERS_CONF ?= $(CURDIR)/libs/testing/src/yobidashi_testing/images/containers.conf
+
+images: venv ## build every image: docker where an engine answers, else podman (installed), with local stand-in bases where no registry serves them
+	@docker info >/dev/null 2>&1 || scripts/install-system-deps images
+	$(VENV)/bin/python -m yobidashi_testing.images
+
+compose-test: images ## bring up the compose stack from the images, check it end to end, take it down
+	$(VENV)/bin/pytest -m containers -p no:cacheprovider tests/deploy/test_compose_stack.py
 
 media-type: venv ## rebuild deploy/zabbix/yobidashi/media_yobidashi.yaml from its JavaScript
 	$(VENV)/bin/python deploy/zabbix/yobidashi/build_media_type.py

@@ -9,9 +9,9 @@ No Docker engine runs here, so nothing is started. Instead:
   ``tests/deploy/data`` (see the README there);
 - the resolved environment of each Yobidashi service is fed to its settings class;
 - mounts, builds and env files must exist, and the Prometheus and Grafana files mounted must
-  fit the stack (service names, ports, the dashboards path);
-- the images compose builds beyond the three services (the simulator, the CLI) get the checks
-  ``test_dockerfiles.py`` applies to the services, including a replay of their build stage.
+  fit the stack (service names, ports, the dashboards path).
+
+The images themselves: ``test_dockerfiles.py``; the stack running: ``test_compose_stack.py``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import os
 import re
 import shutil
 import subprocess
-import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,9 +38,9 @@ from yobidashi_acker.settings import AckerSettings
 from yobidashi_common.settings import NatsSettings, ServiceSettings
 from yobidashi_dialer.settings import DialerSettings
 from yobidashi_ingest.settings import IngestSettings
-from yobidashi_testing.dockerfile import instructions as dockerfile_instructions
-from yobidashi_testing.dockerfile import replay_build_stage
+from yobidashi_testing.dockerfile import instructions
 from yobidashi_twilio_sim.settings import DEFAULT_AUTH_TOKEN, SimSettings
+from yobidashi_zabbix_standin.settings import StandInSettings
 
 Obj = dict[str, Any]
 
@@ -49,15 +48,17 @@ REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.yml"
 ENV_EXAMPLE = REPO / ".env.example"
 SCHEMA = Path(__file__).parent / "data" / "compose-spec.json"
-UV = REPO / ".tools" / "bootstrap" / "bin" / "uv"
 
 SETTINGS: dict[str, type[BaseSettings]] = {
     "ingest": IngestSettings,
     "dialer": DialerSettings,
     "acker": AckerSettings,
     "twilio-sim": SimSettings,
+    "zabbix-standin": StandInSettings,
 }
-YOBIDASHI = {"ingest", "dialer", "acker", "twilio-sim", "heartbeat"}
+# The stand-ins for the outside world: profile `sim`, built here, listening on all interfaces.
+STANDINS = {"twilio-sim", "zabbix-standin"}
+YOBIDASHI = {"ingest", "dialer", "acker", *STANDINS, "heartbeat"}
 DEFAULT_SERVICES = {"nats", *YOBIDASHI, "prometheus", "grafana"}
 ZABBIX_SERVICES = {"zabbix-db", "zabbix-server", "zabbix-web"}
 # The secrets each service gets from .env, and nothing more.
@@ -67,6 +68,7 @@ SECRETS_PER_SERVICE = {
     "dialer": {"TWILIO_AUTH_TOKEN", "NATS_TOKEN"},
     "acker": {"ZABBIX_API_TOKEN", "NATS_TOKEN"},
     "twilio-sim": {"TWILIO_SIM_AUTH_TOKEN"},
+    "zabbix-standin": {"ZABBIX_STANDIN_API_TOKEN"},
     "heartbeat": {"INGEST_TOKEN"},
     "prometheus": set(),
     "grafana": {"GF_SECURITY_ADMIN_PASSWORD"},
@@ -168,7 +170,8 @@ def image_env(service: Obj) -> dict[str, str]:
     """ENV of the final stage of the Dockerfile a service is built from."""
     if "build" not in service:
         return {}
-    steps = instructions(str(Path(service["build"]["context"]) / service["build"]["dockerfile"]))
+    build = service["build"]
+    steps = instructions(Path(build["context"]) / build["dockerfile"], build.get("args") or {})
     final = steps[max(i for i, (k, _) in enumerate(steps) if k == "FROM") :]
     env: dict[str, str] = {}
     for keyword, value in final:
@@ -215,7 +218,7 @@ def test_docker_compose_resolves_the_zabbix_profile(zabbix_config: Obj) -> None:
 
 
 def test_real_twilio_mode_drops_the_simulator_and_the_canary(twilio_config: Obj) -> None:
-    assert set(twilio_config["x-active"]) == DEFAULT_SERVICES - {"twilio-sim", "heartbeat"}
+    assert set(twilio_config["x-active"]) == DEFAULT_SERVICES - {*STANDINS, "heartbeat"}
     dialer = environment_of(twilio_config["services"]["dialer"])
     with environment(dialer):
         settings = DialerSettings()
@@ -400,8 +403,8 @@ def test_each_yobidashi_service_starts_with_its_compose_environment(default_conf
         if isinstance(settings, ServiceSettings):
             assert container_port(services[name]) == settings.port, name
             assert settings.nats_token is not None, f"{name} would connect without the token"
-        if isinstance(settings, SimSettings):
-            assert settings.host == "0.0.0.0", "the simulator must listen on all interfaces"
+        if isinstance(settings, SimSettings | StandInSettings):
+            assert settings.host == "0.0.0.0", f"{name} must listen on all interfaces"
             assert container_port(services[name]) == settings.port
     # The canary's variables are the ones the CLI reads.
     cli = (REPO / "tools" / "cli" / "src" / "yobidashi_cli" / "main.py").read_text()
@@ -456,80 +459,3 @@ def test_published_ports_stay_on_loopback_by_default(default_config: Obj) -> Non
         for port in service.get("ports", []):
             published = port if isinstance(port, str) else port.get("host_ip", "")
             assert str(published).startswith("127.0.0.1:"), f"{name}: {port}"
-
-
-# --- the images compose builds that test_dockerfiles.py does not cover ----------------------
-
-IMAGES = {
-    # Dockerfile -> (workspace package, a check the installed package passes without sources)
-    "tools/twilio-sim/Dockerfile": (
-        "yobidashi-twilio-sim",
-        "import yobidashi_twilio_sim.main; "
-        "from yobidashi_twilio_sim.spec import load_spec; assert load_spec()['paths']",
-    ),
-    "tools/cli/Dockerfile": (
-        "yobidashi-cli",
-        "from yobidashi_cli.main import parser; parser().parse_args(['heartbeat'])",
-    ),
-}
-
-
-def instructions(dockerfile: str) -> list[tuple[str, str]]:
-    return dockerfile_instructions(REPO / dockerfile)
-
-
-def workspace_members() -> set[str]:
-    root = tomllib.loads((REPO / "pyproject.toml").read_text())
-    members = set()
-    for pattern in root["tool"]["uv"]["workspace"]["members"]:
-        members |= {str(p.parent.relative_to(REPO)) for p in REPO.glob(f"{pattern}/pyproject.toml")}
-    return members
-
-
-@pytest.mark.parametrize("dockerfile", IMAGES)
-def test_image_is_multi_stage_non_root_and_complete(dockerfile: str) -> None:
-    package, _ = IMAGES[dockerfile]
-    steps = instructions(dockerfile)
-    keywords = [k for k, _ in steps]
-    assert keywords.count("FROM") >= 2, "multi-stage"
-    final = steps[max(i for i, (k, _) in enumerate(steps) if k == "FROM") :]
-    users = [v for k, v in final if k == "USER"]
-    assert users, "must drop root"
-    assert users[-1].split(":")[0] == "10001"
-    assert not any("uv" in v for k, v in final if k == "RUN"), "no build tools at run time"
-    member = next(
-        m
-        for m in workspace_members()
-        if tomllib.loads((REPO / m / "pyproject.toml").read_text())["project"]["name"] == package
-    )
-    scripts = tomllib.loads((REPO / member / "pyproject.toml").read_text())["project"]["scripts"]
-    entry = json.loads(next(v for k, v in steps if k == "ENTRYPOINT"))
-    assert entry[0] in scripts
-    copied = set()
-    for keyword, value in steps:
-        if keyword == "COPY" and not value.startswith("--from"):
-            *sources, _dest = value.split()
-            for source in sources:
-                assert (REPO / source).exists(), f"{dockerfile} copies missing {source}"
-                copied.add(source)
-    # uv sync --locked needs every workspace member's pyproject.toml.
-    for member in workspace_members():
-        assert f"{member}/pyproject.toml" in copied, f"{dockerfile} misses {member}/pyproject.toml"
-    if package == "yobidashi-twilio-sim":
-        (check,) = [v for k, v in final if k == "HEALTHCHECK"]
-        assert "/healthz" in check
-
-
-@pytest.mark.skipif(not UV.exists(), reason="uv is installed by `make venv`")
-@pytest.mark.parametrize("dockerfile", IMAGES)
-def test_build_stage_commands_produce_a_working_install(dockerfile: str, tmp_path: Path) -> None:
-    """The build stage's own commands, replayed on exactly what it COPYs."""
-    _, check = IMAGES[dockerfile]
-    venv = replay_build_stage(REPO / dockerfile, REPO, tmp_path, UV)
-    entry = json.loads(next(v for k, v in instructions(dockerfile) if k == "ENTRYPOINT"))
-    assert (venv / "bin" / entry[0]).exists()
-    shutil.rmtree(tmp_path / "src")  # a non-editable install must not need the sources
-    result = subprocess.run(
-        [str(venv / "bin" / "python"), "-c", check], capture_output=True, text=True, check=False
-    )
-    assert result.returncode == 0, result.stderr
