@@ -30,11 +30,12 @@ from yobidashi_common.bus import (
     Reject,
     RetryLater,
     connect_options,
+    ensure_stream,
     kv_key,
 )
 from yobidashi_common.events import Contract
 from yobidashi_common.settings import NatsSettings
-from yobidashi_common.subjects import BucketSpec, StreamSpec, ensure_stream
+from yobidashi_common.subjects import BucketSpec, StreamSpec
 from yobidashi_testing.nats_cluster import NatsCluster
 from yobidashi_testing.nats_fixtures import tolerates_socket_left_by_a_reconnect
 from yobidashi_testing.nats_server import NatsServer, find_nats_server
