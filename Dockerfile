@@ -7,7 +7,7 @@
 #   COMMAND          its console script the container runs (default: PACKAGE)
 #   PORT             the HTTP port it serves on (required): its health endpoint is there
 #   SETTINGS_PREFIX  the prefix of its HOST and PORT variables (empty for the services, which
-#                    read HOST and PORT; TWILIO_SIM_ for the simulator)
+#                    read HOST and PORT; TWILIO_SIM_, ZABBIX_STANDIN_ or HEARTBEAT_ for the others)
 #   HEALTH_PATH      what the image's healthcheck asks for (default /healthz)
 ARG PACKAGE
 ARG COMMAND=${PACKAGE}

@@ -18,29 +18,11 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 from pydantic_settings import BaseSettings
 
-from yobidashi_common.settings import NatsSettings, ServiceSettings
+from yobidashi_testing.settings_catalog import SECTIONS, env_name
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 BEGIN = "<!-- env-table:begin -->"
 END = "<!-- env-table:end -->"
-
-
-def _sections() -> list[tuple[str, type[BaseSettings], type[BaseSettings] | None]]:
-    from yobidashi_acker.settings import AckerSettings
-    from yobidashi_dialer.settings import DialerSettings
-    from yobidashi_ingest.settings import IngestSettings
-    from yobidashi_twilio_sim.settings import SimSettings
-    from yobidashi_zabbix_standin.settings import StandInSettings
-
-    return [
-        ("All services: NATS", NatsSettings, None),
-        ("All services: HTTP and logs", ServiceSettings, NatsSettings),
-        ("Ingest", IngestSettings, ServiceSettings),
-        ("Dialer", DialerSettings, ServiceSettings),
-        ("Acker", AckerSettings, ServiceSettings),
-        ("Twilio simulator (development and tests only)", SimSettings, None),
-        ("Zabbix stand-in (development and tests only)", StandInSettings, None),
-    ]
 
 
 def _default(field: FieldInfo) -> str:
@@ -54,11 +36,6 @@ def _default(field: FieldInfo) -> str:
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     return f"`{value}`" if str(value) != "" else '`""`'
-
-
-def _env_name(cls: type[BaseSettings], name: str) -> str:
-    prefix = str(cls.model_config.get("env_prefix", ""))
-    return (prefix + name).upper()
 
 
 def table(cls: type[BaseSettings], parent: type[BaseSettings] | None) -> str:
@@ -75,13 +52,13 @@ def table(cls: type[BaseSettings], parent: type[BaseSettings] | None) -> str:
         meaning = (field.description or "").replace("|", "\\|").replace("\n", " ")
         if "secret" in str(field.annotation).lower():
             meaning = (meaning + " Secret: never logged.").strip()
-        rows.append(f"| `{_env_name(cls, name)}` | {_default(field)} | {meaning} |")
+        rows.append(f"| `{env_name(cls, name)}` | {_default(field)} | {meaning} |")
     return "\n".join(rows)
 
 
 def render() -> str:
     parts = [BEGIN]
-    for title, cls, parent in _sections():
+    for title, cls, parent in SECTIONS:
         parts += [f"\n#### {title}\n", table(cls, parent)]
     parts.append("\n" + END)
     return "\n".join(parts)

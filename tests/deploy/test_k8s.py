@@ -44,12 +44,12 @@ from pydantic import ValidationError
 from pydantic_settings import BaseSettings
 
 from yobidashi_acker.settings import AckerSettings
-from yobidashi_common.settings import NatsSettings, ServiceSettings
+from yobidashi_common.settings import ServiceSettings
 from yobidashi_dialer.oncall.loader import load_text
 from yobidashi_dialer.settings import DialerSettings
 from yobidashi_ingest.settings import IngestSettings
 from yobidashi_testing.nats_server import find_nats_server, free_port
-from yobidashi_twilio_sim.settings import SimSettings
+from yobidashi_testing.settings_catalog import SETTINGS, known_variables
 
 Obj = dict[str, Any]
 
@@ -57,12 +57,6 @@ REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "k8s"
 OVERLAYS = ["dev", "prod"]
 SERVICES = {"ingest": 8000, "dialer": 8001, "acker": 8002}
-SETTINGS: dict[str, type[BaseSettings]] = {
-    "ingest": IngestSettings,
-    "dialer": DialerSettings,
-    "acker": AckerSettings,
-    "twilio-sim": SimSettings,
-}
 # The secrets each container may see, and nothing more.
 SECRETS_PER_CONTAINER = {
     "ingest": {"INGEST_TOKEN", "NATS_PASSWORD"},
@@ -489,22 +483,6 @@ def environment(env: dict[str, str]) -> Iterator[None]:
 def settings_from(cls: type[BaseSettings], env: dict[str, str]) -> BaseSettings:
     with environment(env):
         return cls()
-
-
-def known_variables() -> set[str]:
-    """Every variable named in the README's tables (they are generated from these classes)."""
-    names = set()
-    for cls in (
-        NatsSettings,
-        ServiceSettings,
-        IngestSettings,
-        DialerSettings,
-        AckerSettings,
-        SimSettings,
-    ):
-        prefix = str(cls.model_config.get("env_prefix", ""))
-        names |= {(prefix + field).upper() for field in cls.model_fields}
-    return names
 
 
 # --- rendering ------------------------------------------------------------------------------
@@ -1136,3 +1114,16 @@ def test_nats_lets_the_yobidashi_user_use_jetstream_and_nobody_in_without_a_pass
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_ingest_knows_the_ackers_updates_by_the_ackers_username(
+    overlay: str, renders: dict[str, list[Obj]]
+) -> None:
+    objects = renders[overlay]
+    found = deployments(objects)
+    (ingest,) = found["ingest"]["spec"]["template"]["spec"]["containers"]
+    (acker,) = found["acker"]["spec"]["template"]["spec"]["containers"]
+    ingest_env, _ = container_env(objects, ingest)
+    acker_env, _ = container_env(objects, acker)
+    assert ingest_env["ZABBIX_OWN_USERS"] == acker_env["ZABBIX_USER"] == "yobidashi-acker"

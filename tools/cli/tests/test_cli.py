@@ -93,3 +93,37 @@ def test_the_example_config_in_deploy_is_valid() -> None:
     example = Path(__file__).resolve().parents[3] / "deploy" / "oncall" / "oncall.example.yaml"
     result = yobidashi("config", "check", str(example))
     assert result.returncode == 0, result.stdout
+
+
+def test_heartbeat_without_its_settings_names_each_missing_one() -> None:
+    exe = Path(sys.executable).parent / "yobidashi"
+    result = subprocess.run(
+        [str(exe), "heartbeat", "--every", "soon"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={"PATH": "/usr/bin:/bin", "PORT": "8000"},  # a service's PORT is not the heartbeat's
+    )
+    assert result.returncode == 2
+    assert "HEARTBEAT_NUMBER: Field required" in result.stdout
+    assert "INGEST_TOKEN: Field required" in result.stdout
+    assert "HEARTBEAT_EVERY:" in result.stdout
+
+
+def test_heartbeat_settings_come_from_its_own_variables() -> None:
+    from yobidashi_cli.settings import HeartbeatSettings
+
+    env = {
+        "HEARTBEAT_NUMBER": "+819012340099",
+        "INGEST_TOKEN": "t" * 20,
+        "HEARTBEAT_EVERY": "10m",
+        "HEARTBEAT_PORT": "9200",
+        "PORT": "8000",
+    }
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        settings = HeartbeatSettings()
+    assert settings.heartbeat_every == 600
+    assert settings.heartbeat_port == 9200
+    assert settings.heartbeat_timeout == 120

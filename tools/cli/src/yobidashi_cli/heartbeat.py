@@ -124,8 +124,10 @@ async def one_round(http: httpx.AsyncClient, canary: Canary, event_id: int) -> f
             log.warning("heartbeat.resolve_failed")
 
 
-async def run(canary: Canary, every: float, port: int, rounds: int | None = None) -> None:
-    start_http_server(port, registry=REGISTRY)
+async def run(
+    canary: Canary, every: float, port: int, rounds: int | None = None, host: str = "0.0.0.0"
+) -> None:
+    start_http_server(port, addr=host, registry=REGISTRY)
     log.info("heartbeat.started", every=every, metrics_port=port)
     done = 0
     async with httpx.AsyncClient(timeout=10) as http:

@@ -15,16 +15,16 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import secrets
 import sys
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+from pydantic import ValidationError
 
 from yobidashi_cli import heartbeat
-from yobidashi_common.settings import parse_duration
+from yobidashi_cli.settings import CliSettings, HeartbeatSettings
 from yobidashi_common.telemetry import configure_logging
 from yobidashi_dialer.oncall import ConfigError, load
 from yobidashi_dialer.views import oncall_view
@@ -141,30 +141,46 @@ def send_test_alert(args: argparse.Namespace) -> int:
 
 
 def heartbeat_command(args: argparse.Namespace) -> int:
-    if not args.token or not args.number:
-        _print("give --token and --number (or set INGEST_TOKEN and HEARTBEAT_NUMBER)")
-        return 1
+    given = {
+        "yobidashi_ingest_url": args.ingest,
+        "yobidashi_dialer_url": args.dialer,
+        "ingest_token": args.token,
+        "heartbeat_number": args.number,
+        "heartbeat_every": args.every,
+        "heartbeat_timeout": args.timeout,
+        "heartbeat_port": args.port,
+    }
+    try:
+        settings = HeartbeatSettings(**{k: v for k, v in given.items() if v is not None})
+    except ValidationError as exc:
+        for err in exc.errors():
+            field = "_".join(str(p) for p in err["loc"]).upper()
+            _print(f"{field}: {err['msg']} (a flag or the environment variable)")
+        return 2
     configure_logging("heartbeat", "INFO", "json")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll is noise
     canary = heartbeat.Canary(
-        ingest=args.ingest.rstrip("/"),
-        dialer=args.dialer.rstrip("/"),
-        token=args.token,
-        number=args.number,
-        timeout=parse_seconds(args.timeout),
+        ingest=settings.yobidashi_ingest_url.rstrip("/"),
+        dialer=settings.yobidashi_dialer_url.rstrip("/"),
+        token=settings.ingest_token.get_secret_value(),
+        number=settings.heartbeat_number,
+        timeout=settings.heartbeat_timeout,
     )
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(heartbeat.run(canary, parse_seconds(args.every), args.port, args.rounds))
+        asyncio.run(
+            heartbeat.run(
+                canary,
+                settings.heartbeat_every,
+                settings.heartbeat_port,
+                args.rounds,
+                host=settings.heartbeat_host,
+            )
+        )
     return 0
 
 
-def parse_seconds(text: str) -> float:
-    value = parse_duration(text)
-    assert isinstance(value, float | int)
-    return float(value)
-
-
 def parser() -> argparse.ArgumentParser:
+    env = CliSettings()
     root = argparse.ArgumentParser(prog="yobidashi", description="Yobidashi's operator command.")
     commands = root.add_subparsers(dest="command", required=True)
 
@@ -181,17 +197,14 @@ def parser() -> argparse.ArgumentParser:
     now = oncall.add_parser("now", help="who is on call per schedule")
     now.add_argument("--at", help="ISO 8601 time (default: now)")
     now.add_argument("--config", help="read this YAML instead of asking the dialer")
-    now.add_argument(
-        "--dialer", default=os.environ.get("YOBIDASHI_DIALER_URL", "http://127.0.0.1:8001")
-    )
+    now.add_argument("--dialer", default=env.yobidashi_dialer_url)
     now.add_argument("--json", action="store_true")
     now.set_defaults(run=oncall_now)
 
     alert = commands.add_parser("send-test-alert", help="post a test problem to ingest")
-    alert.add_argument(
-        "--ingest", default=os.environ.get("YOBIDASHI_INGEST_URL", "http://127.0.0.1:8000")
-    )
-    alert.add_argument("--token", default=os.environ.get("INGEST_TOKEN"))
+    alert.add_argument("--ingest", default=env.yobidashi_ingest_url)
+    token = env.ingest_token.get_secret_value() if env.ingest_token else None
+    alert.add_argument("--token", default=token)
     alert.add_argument("--sendto", default="090-1234-5678", help="the number to ring")
     alert.add_argument("--severity", type=int, choices=range(6), default=4)
     alert.add_argument("--host", default="web01")
@@ -199,22 +212,18 @@ def parser() -> argparse.ArgumentParser:
     alert.add_argument("--event-id", type=int)
     alert.set_defaults(run=send_test_alert)
 
-    beat = commands.add_parser("heartbeat", help="run the heartbeat canary")
-    beat.add_argument(
-        "--ingest", default=os.environ.get("YOBIDASHI_INGEST_URL", "http://127.0.0.1:8000")
+    beat = commands.add_parser(
+        "heartbeat", help="run the heartbeat canary (flags override the HEARTBEAT_* variables)"
     )
+    beat.add_argument("--ingest")
+    beat.add_argument("--dialer")
+    beat.add_argument("--token")
     beat.add_argument(
-        "--dialer", default=os.environ.get("YOBIDASHI_DIALER_URL", "http://127.0.0.1:8001")
+        "--number", help="the canary number: a phone that answers (the simulator, or a test line)"
     )
-    beat.add_argument("--token", default=os.environ.get("INGEST_TOKEN"))
-    beat.add_argument(
-        "--number",
-        default=os.environ.get("HEARTBEAT_NUMBER"),
-        help="the canary number: a phone that answers (the simulator, or a test line)",
-    )
-    beat.add_argument("--every", default=os.environ.get("HEARTBEAT_EVERY", "5m"))
-    beat.add_argument("--timeout", default=os.environ.get("HEARTBEAT_TIMEOUT", "2m"))
-    beat.add_argument("--port", type=int, default=int(os.environ.get("PORT", "9102")))
+    beat.add_argument("--every", help="time between rounds (default 5m)")
+    beat.add_argument("--timeout", help="how long a round may take (default 2m)")
+    beat.add_argument("--port", type=int, help="the metrics port (default 9102)")
     beat.add_argument("--rounds", type=int, help="stop after this many (default: forever)")
     beat.set_defaults(run=heartbeat_command)
     return root
