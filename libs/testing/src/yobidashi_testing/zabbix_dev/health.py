@@ -22,6 +22,14 @@ def api_ok(config: DevConfig, timeout: float = 5) -> bool:
     return bool(_SESSION_ID.match(session))
 
 
+def api_version(config: DevConfig, timeout: float = 5) -> str:
+    """What ``apiinfo.version`` answers (e.g. "7.0.22"), or "unknown" when the API is down."""
+    try:
+        return ZabbixRpc(config.api_url, timeout=timeout).version()
+    except (ZabbixApiError, ZabbixUnreachable):
+        return "unknown"
+
+
 def trapper_ok(config: DevConfig, timeout: float = 5) -> bool:
     try:
         server_stats(port=config.server_port, timeout=timeout)
