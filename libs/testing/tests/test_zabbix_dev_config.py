@@ -74,12 +74,15 @@ def test_bad_settings_are_refused_with_the_variable_named(
 def test_a_chroot_version_keeps_its_processes_files_inside_the_chroot() -> None:
     config = DevConfig.from_env({"ZBX_DEV_70_RUN_DIR": "/var/tmp/z7"}, version="7.0")
     runtime = Runtime.of(config)
-    assert config.root == Path("/var/tmp/z7/root")
+    # Its chroot is its own, and outside the run dir: repository walkers never meet its /proc.
+    assert config.root is not None
+    assert config.root.parent == Path("/var/lib/yobidashi/zabbix-dev/chroots")
+    assert config.root.name.startswith("z7-")
+    other = DevConfig.from_env({"ZBX_DEV_70_RUN_DIR": "/srv/x/z7"}, version="7.0")
+    assert other.root != config.root
     assert runtime.inside(config.server_conf) == f"{CHROOT_STATE_DIR}/zabbix_server.conf"
     assert runtime.inside(config.frontend_conf) == "/etc/zabbix/zabbix.conf.php"
-    assert runtime.outside("/usr/sbin/zabbix_server") == Path(
-        "/var/tmp/z7/root/usr/sbin/zabbix_server"
-    )
+    assert runtime.outside("/usr/sbin/zabbix_server") == config.root / "usr/sbin/zabbix_server"
     # What the host side writes (PHP's output, apt) stays in the run dir.
     assert config.php_log == Path("/var/tmp/z7/log/php.log")
     host = DevConfig.from_env({"ZBX_DEV_60_RUN_DIR": "/var/tmp/z6"}, version="6.0")

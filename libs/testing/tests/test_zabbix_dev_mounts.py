@@ -53,7 +53,11 @@ def test_remove_tree_refuses_while_something_is_mounted_below(mounted_tree: Path
     assert (mounted_tree / "root/proc/someone-elses-file").read_text() == "must survive"
 
 
-def test_remove_tree_deletes_once_unmounted(mounted_tree: Path) -> None:
+def test_remove_tree_deletes_once_unmounted(
+    mounted_tree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     subprocess.run(["umount", str(mounted_tree / "root/proc")], check=True)
-    remove_tree(mounted_tree)
+    # A relative path is relative to the caller's directory (commands run from "/").
+    monkeypatch.chdir(mounted_tree.parent)
+    remove_tree(Path(mounted_tree.name))
     assert not mounted_tree.exists()

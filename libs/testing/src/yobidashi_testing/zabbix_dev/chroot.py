@@ -1,9 +1,11 @@
 """A minbase chroot of a newer Debian suite, cached machine-wide as a tarball.
 
-Bootstrapping (mmdebstrap, ~40 s) happens once per machine and package set: the result is a
-tarball in the cache dir (``/var/cache/yobidashi/zabbix-dev``), keyed by everything that goes
-into it. Each run dir then unpacks its own copy (a few seconds) into ``<run dir>/root``, so two
-checkouts never share a chroot, its /proc mount or its files. Only /proc is ever mounted in it.
+Bootstrapping (mmdebstrap, about a minute) happens once per machine and package set: the
+result is a tarball in the cache dir (``/var/cache/yobidashi/zabbix-dev``), keyed by
+everything that goes into it. Each run dir then unpacks its own copy (a few seconds) into a
+chroot of its own (``/var/lib/yobidashi/zabbix-dev/chroots/<run dir name>-<hash>``), so two
+checkouts never share a chroot, its /proc mount or its files. Only /proc is ever mounted in
+it, and only while something runs there.
 """
 
 from __future__ import annotations
@@ -46,7 +48,8 @@ PACKAGES = (
 )
 # Bump when the recipe below changes, so that cached tarballs are rebuilt.
 RECIPE_REVISION = "1"
-_STAMP = ".yobidashi-chroot"
+_STAMP = ".yobidashi-chroot"  # the tarball it was unpacked from
+_OWNER = ".yobidashi-run-dir"  # the run dir it belongs to
 _SETUP_HOOKS = (
     # No package's postinst, now or later, may start a service. mmdebstrap would put its own
     # policy-rc.d in place while it installs and then delete it: --skip=chroot/policy-rc.d.
@@ -206,7 +209,7 @@ def ensure_root(config: DevConfig, source: Path) -> None:
     current = unpacked_from(config)
     if current == source.name:
         return
-    staging = root.with_name("root.new")
+    staging = root.with_name(root.name + ".new")
     remove_tree(staging)
     staging.mkdir(parents=True)
     say(f"unpacking {source.name} into {root}")
@@ -226,6 +229,7 @@ def ensure_root(config: DevConfig, source: Path) -> None:
             state.rename(target)
         remove_tree(root)
     (staging / _STAMP).write_text(source.name + "\n")
+    (staging / _OWNER).write_text(f"{config.run_dir}\n")
     staging.rename(root)
     say(f"chroot unpacked in {time.monotonic() - started:.1f} s")
 
@@ -262,3 +266,22 @@ def attached(config: DevConfig) -> Iterator[Runtime]:
     finally:
         if not was_mounted:
             release(config)
+
+
+def sweep_orphans(config: DevConfig) -> None:
+    """Delete chroots whose run dir is gone (a checkout deleted without `purge`).
+
+    Only those in which nothing runs and nothing is mounted; a still running orphan holds its
+    ports, and `up` names it when it refuses them.
+    """
+    if not config.chroot_dir.is_dir():
+        return
+    for candidate in config.chroot_dir.iterdir():
+        try:
+            owner = Path((candidate / _OWNER).read_text().strip())
+        except OSError:
+            continue  # being unpacked, or not ours
+        if owner.exists() or mounts_under(candidate) or processes_rooted_at(candidate):
+            continue
+        say(f"removing the chroot of {owner}, which no longer exists")
+        remove_tree(candidate)

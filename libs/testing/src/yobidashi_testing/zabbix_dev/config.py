@@ -7,6 +7,7 @@ and differ per version, so 6.0 and 7.0 run side by side and next to a real Zabbi
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -23,6 +24,9 @@ ADMIN_USERNAME = "Admin"
 ADMIN_PASSWORD = "zabbix"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 DEFAULT_CACHE_DIR = Path("/var/cache/yobidashi/zabbix-dev")
+# Chroots live outside the checkout: while one runs, /proc is mounted in it, and a `grep -r`
+# or file watcher walking the checkout must not wander into it (reading /proc/kmsg blocks).
+DEFAULT_CHROOT_DIR = Path("/var/lib/yobidashi/zabbix-dev/chroots")
 # Inside a chroot, everything the instance's processes write lives here.
 CHROOT_STATE_DIR = Path("/var/lib/yobidashi-dev")
 
@@ -106,6 +110,7 @@ class DevConfig:
     suite: str | None = None  # chroot versions: the Debian suite
     mirror: str = DEFAULT_MIRROR
     cache_dir: Path = DEFAULT_CACHE_DIR
+    chroot_dir: Path = DEFAULT_CHROOT_DIR
 
     @classmethod
     def from_env(
@@ -134,6 +139,7 @@ class DevConfig:
             suite=settings.suite() if spec.source is Source.CHROOT else None,
             mirror=settings.mirror(),
             cache_dir=Path(settings.text("CACHE_DIR", str(DEFAULT_CACHE_DIR))).resolve(),
+            chroot_dir=Path(settings.text("CHROOT_DIR", str(DEFAULT_CHROOT_DIR))).resolve(),
         )
         if config.web_port == config.server_port:
             raise ValueError(
@@ -173,8 +179,11 @@ class DevConfig:
     # below is as seen from this (host) process; `runtime.Runtime.inside` translates.
     @property
     def root(self) -> Path | None:
-        """The chroot (chroot versions only)."""
-        return self.run_dir / "root" if self.in_chroot else None
+        """This run dir's own chroot (chroot versions only), named after the run dir."""
+        if not self.in_chroot:
+            return None
+        digest = hashlib.sha256(str(self.run_dir).encode()).hexdigest()[:10]
+        return self.chroot_dir / f"{self.run_dir.name}-{digest}"
 
     @property
     def state_dir(self) -> Path:

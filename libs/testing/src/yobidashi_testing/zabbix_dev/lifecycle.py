@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,6 +113,7 @@ def up(config: DevConfig | None = None) -> DevInstance:
         if config.in_chroot:
             if not _chroot_current(config):
                 _stop_processes(config)
+            chroot.sweep_orphans(config)
             chroot.ensure_root(config, chroot.ensure_tarball(config))
             chroot.attach(config)
             _link_logs(config)
@@ -135,12 +135,15 @@ def up(config: DevConfig | None = None) -> DevInstance:
 
 
 def _link_logs(config: DevConfig) -> None:
-    """The server's and a private cluster's logs are in the chroot; link them next to the rest."""
+    """The server's and a private cluster's logs are in the chroot; link them next to the rest.
+
+    Links to files only: a link to the chroot itself would lead repository walkers into it.
+    """
     for target in (config.server_log, config.pg_log):
         link = config.log_dir / target.name
-        if not link.is_symlink():
+        if not link.is_symlink() or link.readlink() != target:
             link.unlink(missing_ok=True)
-            link.symlink_to(os.path.relpath(target, link.parent))
+            link.symlink_to(target)
 
 
 def down(config: DevConfig | None = None) -> None:
@@ -165,6 +168,8 @@ def purge(config: DevConfig | None = None) -> None:
             chroot.release(config)
         else:
             postgres.purge(config)
+        if config.root is not None:
+            remove_tree(config.root)
         remove_tree(config.run_dir)
 
 

@@ -41,6 +41,7 @@ def is_mount_point(path: Path) -> bool:
 
 
 def mount_proc(target: Path) -> None:
+    target = target.absolute()
     if is_mount_point(target):
         return
     target.mkdir(parents=True, exist_ok=True)
@@ -49,12 +50,14 @@ def mount_proc(target: Path) -> None:
 
 def unmount(target: Path) -> None:
     """Unmount ``target`` (not lazily: a busy mount is an error worth seeing)."""
+    target = target.absolute()
     if is_mount_point(target):
         run(["umount", target], timeout=30)
 
 
 def remove_tree(directory: Path) -> None:
     """Delete ``directory`` and everything in it, refusing while anything is mounted below it."""
+    directory = directory.absolute()  # commands run from "/"
     if not directory.exists() and not directory.is_symlink():
         return
     if directory.is_symlink() or not directory.is_dir():
