@@ -30,6 +30,20 @@ def api_version(config: DevConfig, timeout: float = 5) -> str:
         return "unknown"
 
 
+def wait_api_version(config: DevConfig, timeout: float = 30) -> str:
+    """``apiinfo.version``, retried: a frontend that just logged Admin in may still stumble."""
+    found: list[str] = []
+
+    def probe() -> bool:
+        version = api_version(config)
+        if version != "unknown":
+            found.append(version)
+        return bool(found)
+
+    _wait(f"API {config.api_url} (apiinfo.version)", probe, timeout, f"see {config.php_log}")
+    return found[0]
+
+
 def trapper_ok(config: DevConfig, timeout: float = 5) -> bool:
     try:
         server_stats(port=config.server_port, timeout=timeout)

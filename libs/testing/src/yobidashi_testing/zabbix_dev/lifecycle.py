@@ -48,7 +48,7 @@ def instance(config: DevConfig) -> DevInstance:
         web_port=config.web_port,
         run_dir=config.run_dir,
         config=config,
-        zabbix_version=health.api_version(config),
+        zabbix_version=health.wait_api_version(config),
         package_version=package_version(config),
     )
 
@@ -125,6 +125,8 @@ def up(config: DevConfig | None = None) -> DevInstance:
             frontend.stop(config)
         if not server.running(config) and not frontend.running(config):
             postgres.check_unused(config, su)
+        if not server.running(config):
+            postgres.check_capacity(config, su)
         frontend.ensure_copy(config)
         server.start(config)
         frontend.start(config)

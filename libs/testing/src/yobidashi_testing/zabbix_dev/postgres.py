@@ -356,6 +356,29 @@ def check_unused(config: DevConfig, su: Superuser) -> None:
         )
 
 
+# About what one zabbix_server of ours holds (7.0: 18, 6.0: 15), plus the frontend's requests.
+CONNECTIONS_NEEDED = 20
+
+
+def check_capacity(config: DevConfig, su: Superuser) -> None:
+    """Refuse to start a server the database cannot take: it would come up half-connected.
+
+    Every instance on a shared PostgreSQL holds its connections for good; when they run out,
+    the API answers "Error connecting to database" and the server logs connection failures.
+    """
+    free = su.sql(
+        "SELECT current_setting('max_connections')::int"
+        " - current_setting('superuser_reserved_connections')::int"
+        " - (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')"
+    )
+    if free.lstrip("-").isdigit() and int(free) < CONNECTIONS_NEEDED:
+        raise DevError(
+            f"PostgreSQL on 127.0.0.1:{db_port(config)} has {free} free connections and a "
+            f"Zabbix server needs about {CONNECTIONS_NEEDED}: stop an instance you do not need "
+            "(zabbix-dev down <version>), or raise its max_connections"
+        )
+
+
 def purge(config: DevConfig) -> None:
     """Drop the database (shared cluster) or stop the private cluster; the caller removes files."""
     if private_exists(config):

@@ -45,16 +45,20 @@ def render_conf(config: DevConfig) -> str:
         "CacheUpdateFrequency": 2,
         "StartAlerters": 3,
         "StartEscalators": 1,
+        # Each process below that talks to the database holds a connection for good, and the
+        # shared PostgreSQL (max_connections 100) hosts several instances: none that nothing
+        # here uses (discovery, web scenarios, proxies, calculated items).
         "StartPollers": 1,
         "StartPollersUnreachable": 1,
         "StartPingers": 1,
-        "StartDiscoverers": 1,
-        "StartHTTPPollers": 1,
+        "StartDiscoverers": 0,
+        "StartHTTPPollers": 0,
+        "StartProxyPollers": 0,
         "StartTrappers": 3,
         "StartPreprocessors": 2,
         "StartDBSyncers": 2,
         "StartLLDProcessors": 1,
-        "StartHistoryPollers": 1,
+        "StartHistoryPollers": 0,
         "StartTimers": 1,
         "StartReportWriters": 0,
         "StatsAllowedIP": "127.0.0.1",

@@ -125,6 +125,15 @@ def chown(path: Path, user: str) -> None:
 
 
 def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:
+    """Whether something listens on ``port`` (on any address of this network namespace).
+
+    Read from the kernel's socket tables rather than by connecting: on a loaded machine a
+    connect can time out, and then a busy PostgreSQL looked absent (a private cluster was
+    chosen) or a foreign instance's port looked free.
+    """
+    tables = [Path("/proc/net/tcp"), Path("/proc/net/tcp6")]
+    if any(t.exists() for t in tables):
+        return bool(_listening_inodes(port))
     try:
         with socket.create_connection((host, port), timeout=timeout):
             return True
