@@ -161,6 +161,9 @@ def _bootstrap(config: DevConfig, path: Path) -> None:
         "--format=tar",
         # dpkg without fsync (eatmydata, for the build only): the chroot is rebuilt, not repaired.
         f"--hook-dir={EATMYDATA_HOOKS}",
+        # Signatures are still checked; but a snapshot mirror (or a mirror serving a frozen sid)
+        # has Release files whose Valid-Until has passed, and apt would refuse them.
+        "--aptopt=Acquire::Check-Valid-Until false",
         f"--include={','.join(PACKAGES)}",
         "--skip=chroot/policy-rc.d",
         *(f"--dpkgopt={option}" for option in _DPKG_OPTIONS),
