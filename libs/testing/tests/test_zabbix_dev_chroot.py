@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
+import socket
 from pathlib import Path
 
 import pytest
 
 from yobidashi_testing.zabbix_dev import DevError, DevInstance, down, up
 from yobidashi_testing.zabbix_dev import postgres as dev_postgres
+from yobidashi_testing.zabbix_dev import server as dev_server
 from yobidashi_testing.zabbix_dev.mounts import mounts_under
 from yobidashi_testing.zabbix_dev.runtime import Runtime
 from yobidashi_testing.zabbix_dev.system import processes_rooted_at
@@ -35,6 +39,24 @@ def test_down_unmounts_proc_and_stops_everything_in_the_chroot(zabbix_70: DevIns
         again = up(zabbix_70.config)
     assert again == zabbix_70
     assert mounts_under(root) == [root / "proc"]
+
+
+def test_a_stale_root_owned_socket_does_not_stop_the_next_start(zabbix_70: DevInstance) -> None:
+    """7.0 refuses to start next to a service socket it cannot replace ("used by another
+    process"), as one left by a server that ran as root; up removes such leftovers."""
+    config = zabbix_70.config
+    down(config)
+    leftover = config.server_run_dir / "zabbix_server_service.sock"
+    try:
+        leftover.unlink(missing_ok=True)  # the server's own, which it leaves on every stop
+        with contextlib.chdir(config.server_run_dir), socket.socket(socket.AF_UNIX) as stale:
+            stale.bind(leftover.name)  # relative: the full path is too long for a socket
+        leftover.chmod(0o600)
+        assert leftover.stat().st_uid == os.geteuid() == 0
+    finally:
+        up(config)
+    assert dev_server.running(config)
+    assert leftover.stat().st_uid == Runtime.of(config).account("zabbix").uid
 
 
 def test_up_refuses_ports_held_by_another_run_dirs_instance(
