@@ -3,10 +3,10 @@
 Clock points: just before the trapper value that raises the problem is sent, and when the
 problem webhook's POST reaches a local HTTP listener (the listener notes the time on arrival,
 before it answers). The same for the recovery: value 0 sent, recovery webhook received. Our
-media type (deploy/zabbix/media_yobidashi.yaml) makes the POST, as it does in production.
+media type (deploy/zabbix/yobidashi/media_yobidashi.yaml) makes the POST, as in production.
 
 Zabbix decides most of this itself: the escalator runs every 3 s on 6.0 (hard-coded), so
-6.0's problem webhook comes 1.5-4 s after the value. Each sample raises and resolves one
+6.0's problem webhook comes 2-4 s after the value. Each sample raises and resolves one
 problem on the dev instance of each version (deploy/zabbix/dev/zabbix-dev), one after another.
 Sizes: --quick 3, default 10, --full 30 samples per version.
 
