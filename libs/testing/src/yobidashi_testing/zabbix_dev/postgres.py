@@ -293,8 +293,17 @@ def _has_tables(config: DevConfig) -> bool:
 
 def drop_db(config: DevConfig, su: Superuser, *, drop_role: bool) -> None:
     su.sql(f"DROP DATABASE IF EXISTS {config.db_name} WITH (FORCE)")
-    if drop_role:
-        su.sql(f"DROP ROLE IF EXISTS {config.db_user}")
+    if not drop_role:
+        return
+    # An instance that set only ZBX_DEV_DB_NAME shares the default role with another one.
+    others = su.sql(
+        "SELECT string_agg(datname, ', ') FROM pg_database "  # noqa: S608 (validated identifier)
+        f"WHERE datdba = (SELECT oid FROM pg_roles WHERE rolname = {_quote(config.db_user)})"
+    )
+    if others:
+        say(f"keeping role {config.db_user}: it also owns {others}")
+        return
+    su.sql(f"DROP ROLE IF EXISTS {config.db_user}")
 
 
 def import_schema(config: DevConfig, su: Superuser) -> None:
