@@ -13,6 +13,8 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 PY_SOURCES := libs services tools tests bench
 
 ZABBIX_DEV := deploy/zabbix/dev/zabbix-dev
+# The tests use both; `make run-zabbix` runs one: $ZABBIX_VERSION, else 7.0.
+ZABBIX_TEST_VERSIONS := 6.0 7.0
 
 .PHONY: help setup system-deps system-deps-run venv zabbix-install zabbix-up lint fmt test \
 	test-unit run run-zabbix screenshots bench chaos media-type images compose-test clean
@@ -33,11 +35,11 @@ system-deps-run:
 venv: $(UV) ## create .venv with every workspace package and dev tool from uv.lock
 	$(UV) sync --all-packages --locked
 
-zabbix-install: venv ## install the Debian Zabbix 6.0 + PHP packages for the real-Zabbix tests
-	$(ZABBIX_DEV) install
+zabbix-install: venv ## install Zabbix 6.0 (bookworm packages) and 7.0 (cached trixie chroot)
+	$(ZABBIX_DEV) install $(ZABBIX_TEST_VERSIONS)
 
-zabbix-up: zabbix-install ## bring up (or verify) the local Zabbix 6.0 on loopback
-	$(ZABBIX_DEV) up
+zabbix-up: zabbix-install ## bring up (or verify) the local Zabbix 6.0 and 7.0 on loopback
+	$(ZABBIX_DEV) up $(ZABBIX_TEST_VERSIONS)
 
 setup: system-deps venv zabbix-install ## everything `make test` and `make run` need
 
@@ -63,7 +65,8 @@ bench: setup zabbix-up ## every benchmark, each figure printed beside its target
 run: venv ## the whole stack on this machine with the Twilio simulator and a web phone (Ctrl-C stops it)
 	$(VENV)/bin/yobidashi-devstack
 
-run-zabbix: venv zabbix-install ## `make run`, plus the local real Zabbix 6.0 wired to ingest
+run-zabbix: venv ## `make run`, plus a local real Zabbix wired to ingest (ZABBIX_VERSION=6.0 for 6.0)
+	$(ZABBIX_DEV) install
 	$(VENV)/bin/yobidashi-devstack --with-zabbix
 
 screenshots: setup zabbix-up ## regenerate docs/images/*.png (the web phone, the dashboard preview)
@@ -87,6 +90,6 @@ compose-test: images ## bring up the compose stack from the images, check it end
 media-type: venv ## rebuild deploy/zabbix/yobidashi/media_yobidashi.yaml from its JavaScript
 	$(VENV)/bin/python deploy/zabbix/yobidashi/build_media_type.py
 
-clean: ## stop the local Zabbix, remove the environment and local run data
-	-[ -x $(VENV)/bin/python ] && $(ZABBIX_DEV) purge
-	rm -rf $(VENV) $(BOOT) .run .pytest_cache .mypy_cache .ruff_cache
+clean: ## stop the local Zabbix instances, remove the environment and local run data
+	-[ -x $(VENV)/bin/python ] && $(ZABBIX_DEV) purge $(ZABBIX_TEST_VERSIONS)
+	rm -rf --one-file-system $(VENV) $(BOOT) .run .pytest_cache .mypy_cache .ruff_cache

@@ -225,6 +225,8 @@ def acker(setup: Setup, nats_server: NatsServer, tmp_path: Path) -> Iterator[Ser
 # -- the tests -----------------------------------------------------------------------------------
 
 
+# It checks the version the acker logs and its body auth, which are 6.0's.
+@pytest.mark.parametrize("zabbix_dev", ["6.0"], indirect=True)
 async def test_a_keypress_acknowledges_the_real_problem(
     setup: Setup, acker: ServiceProcess, nats_server: NatsServer
 ) -> None:
@@ -396,6 +398,7 @@ async def test_close_closes_where_the_trigger_allows_it_and_acknowledges_elsewhe
     assert zs.get_event(setup.rpc, not_closable)["r_eventid"] == "0"
 
 
+@pytest.mark.parametrize("zabbix_dev", ["6.0"], indirect=True)
 async def test_password_login_against_the_real_6_0(setup: Setup, zabbix_dev: DevInstance) -> None:
     """user.login with ``username`` (never ``user``), session in the body, on the real 6.0."""
     group = zs.ensure_user_group(setup.rpc, "Yobidashi ackers", [])

@@ -1,4 +1,4 @@
-"""The dev Zabbix comes up idempotently, answers its API, and its frontend can be bounced."""
+"""Each dev Zabbix comes up idempotently, answers its API, and its frontend can be bounced."""
 
 from __future__ import annotations
 
@@ -7,14 +7,29 @@ import re
 import pytest
 
 from yobidashi_testing.zabbix_api import ZabbixApiError, ZabbixRpc, ZabbixUnreachable
-from yobidashi_testing.zabbix_dev import DevInstance, start_frontend, status, stop_frontend, up
+from yobidashi_testing.zabbix_dev import (
+    DevInstance,
+    selected_version,
+    start_frontend,
+    status,
+    stop_frontend,
+    up,
+)
 from yobidashi_testing.zabbix_dev import frontend as dev_frontend
 from yobidashi_testing.zabbix_dev import server as dev_server
+from yobidashi_testing.zabbix_fixtures import ZabbixInstances, every_zabbix_version
 from yobidashi_testing.zabbix_sender import server_stats
 
 pytestmark = pytest.mark.zabbix
 
 
+def test_zabbix_dev_unparametrised_is_the_selected_version(zabbix_dev: DevInstance) -> None:
+    # 7.0 unless ZABBIX_VERSION says otherwise (see test_zabbix_dev_config for the rule).
+    assert zabbix_dev.version == selected_version()
+    assert zabbix_dev.zabbix_version.startswith(selected_version() + ".")
+
+
+@every_zabbix_version
 def test_up_twice_is_a_noop_that_still_verifies(zabbix_dev: DevInstance) -> None:
     config = zabbix_dev.config
     server_pid = dev_server.server_pid(config)
@@ -31,9 +46,16 @@ def test_up_twice_is_a_noop_that_still_verifies(zabbix_dev: DevInstance) -> None
     assert healthy, "\n".join(lines)
 
 
-def test_api_logs_in_and_is_zabbix_6_0(zabbix_dev: DevInstance, zabbix_admin: ZabbixRpc) -> None:
+@every_zabbix_version
+def test_the_instance_reports_the_version_it_was_asked_for(
+    zabbix_dev: DevInstance, zabbix_admin: ZabbixRpc
+) -> None:
     anonymous = ZabbixRpc(zabbix_dev.api_url)
-    assert re.fullmatch(r"6\.0\.\d+", anonymous.version())
+    assert re.fullmatch(re.escape(zabbix_dev.version) + r"\.\d+", anonymous.version())
+    assert anonymous.version() == zabbix_dev.zabbix_version
+    # The Debian package that runs, e.g. 1:7.0.22+dfsg-1~deb13u1, is the API's version.
+    upstream = zabbix_dev.package_version.split(":", 1)[-1].split("+", 1)[0]
+    assert upstream == zabbix_dev.zabbix_version
     assert zabbix_admin.auth is not None
     assert re.fullmatch(r"[0-9a-f]{32}", zabbix_admin.auth)
     hosts = zabbix_admin.call("host.get", {"output": ["host", "status"]})
@@ -43,22 +65,29 @@ def test_api_logs_in_and_is_zabbix_6_0(zabbix_dev: DevInstance, zabbix_admin: Za
     )
 
 
+@every_zabbix_version
 def test_api_errors_carry_code_message_and_data(zabbix_dev: DevInstance) -> None:
     # An unknown user, not Admin: failed logins count towards blocking an account.
     with pytest.raises(ZabbixApiError) as caught:
         ZabbixRpc(zabbix_dev.api_url).login("zbxdev-no-such-user", "wrong")
+    # A failed login is "Invalid params." on 6.0 and an "Application error." on 7.0.
+    code, message = {"6.0": (-32602, "Invalid params."), "7.0": (-32500, "Application error.")}[
+        zabbix_dev.version
+    ]
     assert caught.value.method == "user.login"
-    assert caught.value.code == -32602
-    assert caught.value.message == "Invalid params."
+    assert caught.value.code == code
+    assert caught.value.message == message
     assert "Incorrect user name or password" in caught.value.data
-    assert "-32602" in str(caught.value)
+    assert str(code) in str(caught.value)
 
 
+@every_zabbix_version
 def test_trapper_answers_stats(zabbix_dev: DevInstance) -> None:
     stats = server_stats(zabbix_dev.server_host, zabbix_dev.server_port)
-    assert stats["version"].startswith("6.0.")
+    assert stats["version"] == zabbix_dev.zabbix_version
 
 
+@every_zabbix_version
 def test_stop_frontend_takes_the_api_away_and_start_brings_it_back(
     zabbix_dev: DevInstance,
 ) -> None:
@@ -71,5 +100,17 @@ def test_stop_frontend_takes_the_api_away_and_start_brings_it_back(
         assert server_stats(zabbix_dev.server_host, zabbix_dev.server_port)
     finally:
         start_frontend(zabbix_dev.config)
-    assert rpc.version().startswith("6.0.")
+    assert rpc.version() == zabbix_dev.zabbix_version
     assert rpc.login(zabbix_dev.admin_username, zabbix_dev.admin_password)
+
+
+def test_both_versions_run_side_by_side(zabbix_instance: ZabbixInstances) -> None:
+    old, new = zabbix_instance("6.0"), zabbix_instance("7.0")
+
+    assert (old.web_port, old.server_port) != (new.web_port, new.server_port)
+    assert old.run_dir != new.run_dir
+    assert old.config.db_name != new.config.db_name
+    assert ZabbixRpc(old.api_url).version().startswith("6.0.")
+    assert ZabbixRpc(new.api_url).version().startswith("7.0.")
+    assert server_stats(port=old.server_port)["version"].startswith("6.0.")
+    assert server_stats(port=new.server_port)["version"].startswith("7.0.")

@@ -1,4 +1,4 @@
-"""The whole small loop against the real dev Zabbix 6.0.
+"""The whole small loop against the real dev Zabbix, 6.0 and 7.0.
 
 Problem webhook → acknowledge as ``yobidashi-acker`` with its API token → update webhook →
 recovery webhook. Waits are generous; the timeout messages say what did not arrive.
@@ -21,6 +21,7 @@ import pytest
 from yobidashi_testing import zabbix_scenario as zs
 from yobidashi_testing.zabbix_api import ZabbixRpc
 from yobidashi_testing.zabbix_dev import DevInstance
+from yobidashi_testing.zabbix_fixtures import every_zabbix_version
 
 pytestmark = pytest.mark.zabbix
 
@@ -95,6 +96,7 @@ def receiver() -> Iterator[WebhookReceiver]:
     server.close()
 
 
+@every_zabbix_version
 def test_problem_ack_update_recovery_loop(
     zabbix_dev: DevInstance, zabbix_admin: ZabbixRpc, receiver: WebhookReceiver
 ) -> None:
@@ -140,6 +142,8 @@ def test_problem_ack_update_recovery_loop(
     assert first.body["host"] == host
     assert first.body["trigger_name"] == names.trigger
     assert first.body["event_ack_status"] == "No"
+    # CRLF, as the import stored it (test_imported_templates_line_endings).
+    assert first.body["message"] == f"Problem {eventid} on {host}\r\nSeverity: High"
     zs.wait_for_alerts(
         zabbix_admin,
         eventid,
@@ -169,7 +173,10 @@ def test_problem_ack_update_recovery_loop(
     assert {r.body["sendto"] for r in receiver.received} == {"+15555550100"}
 
 
-def test_provision_is_idempotent(zabbix_admin: ZabbixRpc, receiver: WebhookReceiver) -> None:
+@every_zabbix_version
+def test_provision_is_idempotent(
+    zabbix_dev: DevInstance, zabbix_admin: ZabbixRpc, receiver: WebhookReceiver
+) -> None:
     names = zs.ScenarioNames.for_prefix("zbxdev-idempotent")
     kwargs: dict[str, Any] = {
         "media_type_yaml": MEDIA_TYPE_YAML,
@@ -200,3 +207,21 @@ def test_provision_is_idempotent(zabbix_admin: ZabbixRpc, receiver: WebhookRecei
     assert ZabbixRpc(zabbix_admin.url, auth=second.acker_token.token).call(
         "host.get", {"output": ["host"], "filter": {"host": [names.host]}}
     ) == [{"hostid": second.hostid, "host": names.host}]
+
+
+@every_zabbix_version
+def test_imported_templates_line_endings(zabbix_admin: ZabbixRpc) -> None:
+    """configuration.import stores a template's newlines as CRLF and drops the last one.
+
+    6.0 and 7.0 alike. The harness imports media types as they are, so tests see what a user's
+    import gives, and the webhook gets {ALERT.MESSAGE} with those line endings.
+    """
+    mediatypeid = zs.import_media_type(
+        zabbix_admin, MEDIA_TYPE_YAML, name="zbxdev-line-endings webhook"
+    )
+    templates = zabbix_admin.call(
+        "mediatype.get",
+        {"mediatypeids": [mediatypeid], "selectMessageTemplates": "extend", "output": ["name"]},
+    )[0]["message_templates"]
+    problem = next(t for t in templates if t["eventsource"] == "0" and t["recovery"] == "0")
+    assert problem["message"] == "Problem {EVENT.ID} on {HOST.NAME}\r\nSeverity: {EVENT.SEVERITY}"

@@ -1,6 +1,6 @@
 """Chaos: many problems while processes crash and dependencies fail, then an audit of it all.
 
-The load is Zabbix-shaped: every problem is a real event in the real Zabbix 6.0 (its own
+The load is Zabbix-shaped: every problem is a real event in the real dev Zabbix (its own
 trapper item and trigger), announced to ingest with the body our media type sends, and retried
 like Zabbix retries a webhook until ingest answers 2xx. Each problem rings its own number at the
 Twilio simulator, where a simulated engineer answers and presses 1, answers and presses nothing,

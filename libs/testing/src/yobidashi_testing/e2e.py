@@ -1,4 +1,4 @@
-"""The whole product against the real Zabbix 6.0: Zabbix → ingest → dialer → simulator → acker.
+"""The whole product against a real dev Zabbix: Zabbix → ingest → dialer → simulator → acker.
 
 `e2e_stack` provisions Zabbix (host, trapper item, trigger, our media type pointing at a real
 ``yobidashi-ingest``, on-call users with phone media, the action, the acker's API user), then

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from pathlib import Path
 
 from yobidashi_common.phone import InvalidPhoneNumber, normalize
 from yobidashi_devstack.stack import SAMPLE_CONFIG, Options, run
 from yobidashi_dialer.oncall import ConfigError
+from yobidashi_testing.zabbix_dev.versions import DEFAULT_VERSION, KNOWN
 
 
 def _number(raw: str) -> str:
@@ -28,7 +30,13 @@ def main() -> None:
     parser.add_argument(
         "--with-zabbix",
         action="store_true",
-        help="also bring up the local real Zabbix 6.0 and wire its media type to ingest",
+        help="also bring up a local real Zabbix and wire its media type to ingest",
+    )
+    parser.add_argument(
+        "--zabbix-version",
+        default=os.environ.get("ZABBIX_VERSION", "").strip() or DEFAULT_VERSION,
+        choices=KNOWN,
+        help="with --with-zabbix: which one ($ZABBIX_VERSION, else %(default)s)",
     )
     parser.add_argument("--config", type=Path, default=SAMPLE_CONFIG, help="on-call YAML")
     parser.add_argument(
@@ -43,11 +51,14 @@ def main() -> None:
     parser.add_argument("--run-dir", type=Path, default=Path(".run"), help="data and logs")
     parser.add_argument("--port", type=int, default=8080, help="the web phone's port")
     args = parser.parse_args()
+    if args.zabbix_version not in KNOWN:  # argparse does not check a default
+        parser.error(f"ZABBIX_VERSION={args.zabbix_version!r}: use one of {', '.join(KNOWN)}")
     options = Options(
         run_dir=args.run_dir,
         config=args.config,
         phones=tuple(args.phone),
         with_zabbix=args.with_zabbix,
+        zabbix_version=args.zabbix_version,
         console_port=args.port,
     )
     try:

@@ -1,4 +1,4 @@
-"""``make run-zabbix``: the local real Zabbix 6.0, provisioned to page through this devstack.
+"""``make run-zabbix``: a local real Zabbix (7.0 or 6.0), wired to page through this devstack.
 
 It imports our media type pointing at the devstack's ingest, creates a host with a trapper item
 and a trigger, on-call users with the sample contacts' numbers, the action, and the acker's API
@@ -36,11 +36,13 @@ class RealZabbix:
         return self.scenario.acker_token.token
 
     @classmethod
-    def up(cls, webhook_url: str, ingest_token: str, phones: Sequence[str]) -> RealZabbix:
-        config = zabbix_dev.DevConfig.from_env()
+    def up(
+        cls, webhook_url: str, ingest_token: str, phones: Sequence[str], *, version: str
+    ) -> RealZabbix:
+        config = zabbix_dev.DevConfig.from_env(version=version)
         was_up, _ = zabbix_dev.status(config)
         instance = zabbix_dev.up(config)
-        rpc = ZabbixRpc(instance.api_url)
+        rpc = ZabbixRpc(instance.api_url, api_version=instance.zabbix_version)
         rpc.login(instance.admin_username, instance.admin_password)
         scenario = zs.provision(
             rpc,

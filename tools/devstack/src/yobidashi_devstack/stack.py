@@ -38,6 +38,7 @@ class Options:
     config: Path = SAMPLE_CONFIG
     phones: tuple[str, ...] = ()  # web phones for numbers the on-call config does not know
     with_zabbix: bool = False
+    zabbix_version: str = "7.0"  # with_zabbix: which dev Zabbix (zabbix_dev.versions)
     console_port: int = 8080
     # The usual ports when free; any free port otherwise (make run must not fail on a taken one).
     nats_port: int = 4222
@@ -154,9 +155,14 @@ async def devstack(options: Options, say: Callable[[str], None]) -> AsyncIterato
         if options.with_zabbix:
             from yobidashi_devstack.real_zabbix import RealZabbix  # needs the Zabbix packages
 
-            say("bringing up the local Zabbix 6.0 and wiring its media type to ingest")
+            version = options.zabbix_version
+            say(f"bringing up the local Zabbix {version} and wiring its media type to ingest")
             zabbix = await asyncio.to_thread(
-                RealZabbix.up, f"{ingest_url}/v1/zabbix", token, [p.number for p in all_phones]
+                RealZabbix.up,
+                f"{ingest_url}/v1/zabbix",
+                token,
+                [p.number for p in all_phones],
+                version=version,
             )
             stack.callback(zabbix.down)
             acker_zabbix = {"ZABBIX_URL": zabbix.frontend, "ZABBIX_API_TOKEN": zabbix.acker_token}

@@ -1,8 +1,10 @@
-"""The PHP frontend: a private copy of /usr/share/zabbix served by ``php -S``.
+"""The PHP frontend, served by ``php -S``.
 
 Debian patches ``CConfigFile::CONFIG_FILE_PATH`` to ``/etc/zabbix/zabbix.conf.php``, so every
-frontend on the machine would share one config (and one database). The copy changes that one
-line to point at its own ``conf/zabbix.conf.php``; nothing is written to ``/etc/zabbix``.
+frontend on the machine would share one config (and one database). On this machine (6.0) a
+private copy of /usr/share/zabbix changes that one line to point at its own
+``conf/zabbix.conf.php``; nothing is written to the machine's ``/etc/zabbix``. A chroot has an
+``/etc/zabbix`` of its own, so there the package's frontend is served as it is.
 """
 
 from __future__ import annotations
@@ -13,14 +15,16 @@ import pwd
 import shutil
 from pathlib import Path
 
+from . import postgres
 from .config import DevConfig
+from .runtime import Runtime
 from .system import (
     DevError,
     alive,
     check_access,
-    clean_env,
     is_root,
     port_open,
+    port_owner,
     read_pid,
     run,
     say,
@@ -29,7 +33,7 @@ from .system import (
     user_exists,
 )
 
-SOURCE = Path("/usr/share/zabbix")
+SOURCE = Path("/usr/share/zabbix")  # as the runtime sees it
 CONFIG_CLASS = Path("include/classes/core/CConfigFile.php")
 DEBIAN_CONF_LINE = "const CONFIG_FILE_PATH = '/etc/zabbix/zabbix.conf.php';"
 PHP_USER = "www-data"
@@ -78,7 +82,7 @@ def render_conf(config: DevConfig) -> str:
 // Written by yobidashi zabbix-dev; rewritten on every `up`.
 $DB['TYPE'] = 'POSTGRESQL';
 $DB['SERVER'] = '127.0.0.1';
-$DB['PORT'] = '{config.pg_port}';
+$DB['PORT'] = '{postgres.db_port(config)}';
 $DB['DATABASE'] = {php(config.db_name)};
 $DB['USER'] = {php(config.db_user)};
 $DB['PASSWORD'] = {php(config.db_password)};
@@ -100,25 +104,40 @@ $IMAGE_FORMAT_DEFAULT = IMAGE_FORMAT_PNG;
 """
 
 
+def docroot(config: DevConfig) -> Path:
+    """The frontend directory as PHP sees it."""
+    return SOURCE if config.in_chroot else config.frontend_dir
+
+
 def ensure_copy(config: DevConfig) -> None:
-    stamp = f"{_package_version()} rev {COPY_REVISION} conf {config.frontend_conf}"
-    try:
-        current = _stamp_file(config).read_text()
-    except OSError:
-        current = ""
-    if current != stamp:
-        _copy(config, stamp)
+    """Make the frontend servable: the private copy (6.0) and the config file."""
+    rt = Runtime.of(config)
+    if not config.in_chroot:
+        stamp = f"{_package_version()} rev {COPY_REVISION} conf {config.frontend_conf}"
+        try:
+            current = _stamp_file(config).read_text()
+        except OSError:
+            current = ""
+        if current != stamp:
+            _copy(config, stamp)
     conf = config.frontend_conf
+    conf.parent.mkdir(parents=True, exist_ok=True)
     if not conf.exists() or conf.read_text() != render_conf(config):
         conf.write_text(render_conf(config))
     conf.chmod(0o640)
-    if is_root() and user_exists(PHP_USER):
+    if not is_root():
+        return
+    if config.in_chroot:
+        os.chown(conf, 0, rt.account(PHP_USER).gid)
+        if rt.run(["test", "-r", rt.inside(conf)], user=PHP_USER, check=False).returncode != 0:
+            raise DevError(f"{PHP_USER} cannot read {conf}")
+    elif user_exists(PHP_USER):
         os.chown(conf, 0, pwd.getpwnam(PHP_USER).pw_gid)
         check_access(PHP_USER, conf, "r")
 
 
 def _argv(config: DevConfig) -> list[str]:
-    php = shutil.which("php") or "/usr/bin/php"
+    php = "/usr/bin/php" if config.in_chroot else (shutil.which("php") or "/usr/bin/php")
     settings = {
         "post_max_size": "16M",
         "max_execution_time": "300",
@@ -126,9 +145,12 @@ def _argv(config: DevConfig) -> list[str]:
         "memory_limit": "256M",
         "date.timezone": config.tz,
         "session.auto_start": "0",
+        # -q silences the built-in server's own error log as well as its request lines; this
+        # sends PHP's errors (Zabbix's E_USER_DEPRECATED API notices too) to php.log again.
+        "error_log": "/dev/stderr",
     }
-    # -q: no line per request in the log (errors are still logged).
-    argv = [php, "-q", "-S", f"127.0.0.1:{config.web_port}", "-t", str(config.frontend_dir)]
+    # -q: no line per request in the log.
+    argv = [php, "-q", "-S", f"127.0.0.1:{config.web_port}", "-t", str(docroot(config))]
     for key, value in settings.items():
         argv += ["-d", f"{key}={value}"]
     return argv
@@ -140,7 +162,7 @@ def _cmd_file(config: DevConfig) -> Path:
 
 def php_pid(config: DevConfig) -> int | None:
     pid = read_pid(config.php_pid_file)
-    return pid if alive(pid, "php") else None
+    return pid if alive(pid, "php", root=config.root) else None
 
 
 def running(config: DevConfig) -> bool:
@@ -158,18 +180,35 @@ def current(config: DevConfig) -> bool:
 
 
 def start(config: DevConfig) -> None:
-    """Serve the copy (restart when the command line changed). The caller ensures the copy."""
+    """Serve the frontend (restart when the command line changed). The caller ensures the copy."""
     if running(config):
         if current(config):
             return
         stop(config)
     if port_open(config.web_port):
-        raise DevError(f"127.0.0.1:{config.web_port} is taken; set ZBX_DEV_WEB_PORT")
+        raise DevError(
+            f"127.0.0.1:{config.web_port} is taken by {port_owner(config.web_port)}; "
+            f"set {config.setting_name('WEB_PORT')}"
+        )
     config.log_dir.mkdir(parents=True, exist_ok=True)
-    env = clean_env({"PHP_CLI_SERVER_WORKERS": PHP_WORKERS, "TZ": config.tz})
-    user = PHP_USER if is_root() and user_exists(PHP_USER) else None
+    rt = Runtime.of(config)
+    has_user = rt.has_account(PHP_USER) if config.in_chroot else user_exists(PHP_USER)
+    php_user = PHP_USER if is_root() and has_user else None
+    config.php_log.touch()
+    if php_user is not None:
+        # PHP reopens /dev/stderr (its error_log) as itself: the log must be its own.
+        rt.chown(config.php_log, php_user)
+    command, launcher_user = rt.daemon_command(
+        _argv(config),
+        user=php_user,
+        env={"PHP_CLI_SERVER_WORKERS": PHP_WORKERS, "TZ": config.tz},
+    )
     pid = spawn_daemon(
-        _argv(config), env=env, cwd=config.frontend_dir, log=config.php_log, user=user
+        command.argv,
+        env=command.env,
+        cwd=config.frontend_dir if not config.in_chroot else Path("/"),
+        log=config.php_log,
+        user=launcher_user,
     )
     config.php_pid_file.write_text(f"{pid}\n")
     _cmd_file(config).write_text(json.dumps(_argv(config)))

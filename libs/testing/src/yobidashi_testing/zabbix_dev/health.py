@@ -22,6 +22,28 @@ def api_ok(config: DevConfig, timeout: float = 5) -> bool:
     return bool(_SESSION_ID.match(session))
 
 
+def api_version(config: DevConfig, timeout: float = 5) -> str:
+    """What ``apiinfo.version`` answers (e.g. "7.0.22"), or "unknown" when the API is down."""
+    try:
+        return ZabbixRpc(config.api_url, timeout=timeout).version()
+    except (ZabbixApiError, ZabbixUnreachable):
+        return "unknown"
+
+
+def wait_api_version(config: DevConfig, timeout: float = 30) -> str:
+    """``apiinfo.version``, retried: a frontend that just logged Admin in may still stumble."""
+    found: list[str] = []
+
+    def probe() -> bool:
+        version = api_version(config)
+        if version != "unknown":
+            found.append(version)
+        return bool(found)
+
+    _wait(f"API {config.api_url} (apiinfo.version)", probe, timeout, f"see {config.php_log}")
+    return found[0]
+
+
 def trapper_ok(config: DevConfig, timeout: float = 5) -> bool:
     try:
         server_stats(port=config.server_port, timeout=timeout)

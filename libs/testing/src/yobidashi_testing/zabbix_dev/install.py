@@ -1,4 +1,8 @@
-"""Debian packages: install only what is missing, never Apache (gotcha 2 in the notes)."""
+"""Debian packages: install only what is missing, never Apache (gotcha 2 in the notes).
+
+6.0 runs from this machine's packages. A chroot version needs only mmdebstrap and zstd here;
+its own packages go into the cached chroot tarball (`chroot.ensure_tarball`).
+"""
 
 from __future__ import annotations
 
@@ -8,12 +12,13 @@ import shutil
 import time
 from pathlib import Path
 
+from . import chroot
 from .config import DevConfig
 from .system import DevError, Unsupported, have_sudo, is_root, port_open, run, say
 
 # php-cgi must come first: it satisfies php8.2's "libapache2-mod-php8.2 | php8.2-fpm |
 # php8.2-cgi" before apt picks its first alternative, Apache.
-PACKAGES = (
+HOST_PACKAGES = (
     "php-cgi",
     "php-cli",
     "zabbix-server-pgsql",
@@ -26,6 +31,7 @@ PACKAGES = (
     "php-ldap",
     "postgresql-client",
 )
+CHROOT_TOOLS = ("mmdebstrap", "zstd")
 
 
 def installed_among(packages: list[str] | tuple[str, ...]) -> set[str]:
@@ -51,8 +57,11 @@ def postgres_server_bindir() -> Path | None:
 
 
 def missing_packages(config: DevConfig) -> list[str]:
-    present = installed_among(PACKAGES)
-    missing = [p for p in PACKAGES if p not in present]
+    if config.in_chroot:
+        present = installed_among(CHROOT_TOOLS)
+        return [p for p in CHROOT_TOOLS if p not in present]
+    present = installed_among(HOST_PACKAGES)
+    missing = [p for p in HOST_PACKAGES if p not in present]
     # Any psql will do (a PGDG client, for example); the metapackage is only a fallback.
     if "postgresql-client" in missing and shutil.which("psql"):
         missing.remove("postgresql-client")
@@ -78,9 +87,21 @@ def check_supported() -> None:
 
 
 def install(config: DevConfig) -> list[str]:
-    """Install the missing packages; return what was installed (empty when nothing was)."""
+    """Install what is missing; return what was installed (empty when nothing was).
+
+    For a chroot version that includes bootstrapping the machine-wide chroot tarball.
+    """
     check_supported()
-    missing = missing_packages(config)
+    if config.in_chroot and not is_root():
+        raise Unsupported(f"Zabbix {config.version} runs in a chroot, which needs root")
+    installed = _apt_install(config, missing_packages(config))
+    if config.in_chroot and not chroot.tarball(config).is_file():
+        chroot.ensure_tarball(config)
+        installed.append(chroot.tarball(config).name)
+    return installed
+
+
+def _apt_install(config: DevConfig, missing: list[str]) -> list[str]:
     if not missing:
         return []
     try:
@@ -107,4 +128,4 @@ def install(config: DevConfig) -> list[str]:
     if still:
         raise DevError(f"apt-get did not install {' '.join(still)}; see {apt_log}")
     say(f"packages installed in {time.monotonic() - started:.1f} s")
-    return missing
+    return list(missing)

@@ -4,41 +4,40 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pwd
 import signal
 import time
-from pathlib import Path
 
+from . import postgres
 from .config import DevConfig
+from .runtime import Runtime
 from .system import (
     DevError,
     alive,
-    check_access,
-    chown,
-    clean_env,
     is_root,
     port_open,
+    port_owner,
     read_pid,
-    run,
     say,
     wait_dead,
 )
+from .versions import version_tuple
 
-SERVER_BIN = Path("/usr/sbin/zabbix_server")
+SERVER_BIN = "/usr/sbin/zabbix_server"
 SERVER_USER = "zabbix"  # zabbix_server drops root for this user (created by the package)
 
 
 def render_conf(config: DevConfig) -> str:
-    settings = {
+    rt = Runtime.of(config)
+    settings: dict[str, object] = {
         "ListenIP": "127.0.0.1",
         "ListenPort": config.server_port,
-        "LogFile": config.server_log,
+        "LogFile": rt.inside(config.server_log),
         "LogFileSize": 16,
-        "PidFile": config.server_pid_file,
+        "PidFile": rt.inside(config.server_pid_file),
         # Default /tmp: two servers on one machine would share /tmp/zabbix_server_*.sock.
-        "SocketDir": config.server_run_dir,
+        "SocketDir": rt.inside(config.server_run_dir),
         "DBHost": "127.0.0.1",
-        "DBPort": config.pg_port,
+        "DBPort": postgres.db_port(config),
         "DBName": config.db_name,
         "DBUser": config.db_user,
         "DBPassword": config.db_password,
@@ -46,22 +45,29 @@ def render_conf(config: DevConfig) -> str:
         "CacheUpdateFrequency": 2,
         "StartAlerters": 3,
         "StartEscalators": 1,
+        # Each process below that talks to the database holds a connection for good, and the
+        # shared PostgreSQL (max_connections 100) hosts several instances: none that nothing
+        # here uses (discovery, web scenarios, proxies, calculated items).
         "StartPollers": 1,
         "StartPollersUnreachable": 1,
         "StartPingers": 1,
-        "StartDiscoverers": 1,
-        "StartHTTPPollers": 1,
+        "StartDiscoverers": 0,
+        "StartHTTPPollers": 0,
+        "StartProxyPollers": 0,
         "StartTrappers": 3,
         "StartPreprocessors": 2,
         "StartDBSyncers": 2,
         "StartLLDProcessors": 1,
-        "StartHistoryPollers": 1,
+        "StartHistoryPollers": 0,
         "StartTimers": 1,
         "StartReportWriters": 0,
         "StatsAllowedIP": "127.0.0.1",
         "Timeout": 4,
         "LogSlowQueries": 3000,
     }
+    if version_tuple(config.version) >= (7, 0):
+        # New in 7.0, and nothing here polls SNMP or runs browser items.
+        settings.update(StartSNMPPollers=0, StartBrowserPollers=0)
     lines = ["# Written by yobidashi zabbix-dev; rewritten on every `up`."]
     lines += [f"{key}={value}" for key, value in settings.items()]
     return "\n".join(lines) + "\n"
@@ -69,7 +75,7 @@ def render_conf(config: DevConfig) -> str:
 
 def server_pid(config: DevConfig) -> int | None:
     pid = read_pid(config.server_pid_file)
-    return pid if alive(pid, "zabbix_server") else None
+    return pid if alive(pid, "zabbix_server", root=config.root) else None
 
 
 def running(config: DevConfig) -> bool:
@@ -83,12 +89,25 @@ def conf_current(config: DevConfig) -> bool:
         return False
 
 
-def _prepare_dirs(config: DevConfig) -> None:
-    for directory in (config.log_dir, config.server_run_dir):
+def _prepare_dirs(config: DevConfig, rt: Runtime) -> None:
+    for directory in (config.server_log_dir, config.server_run_dir):
         directory.mkdir(parents=True, exist_ok=True)
         if is_root():
-            chown(directory, SERVER_USER)
-    check_access(SERVER_USER, config.server_run_dir, "w")
+            rt.chown(directory, SERVER_USER)
+    if is_root():
+        probe = rt.run(
+            ["test", "-w", rt.inside(config.server_run_dir)], user=SERVER_USER, check=False
+        )
+        if probe.returncode != 0:
+            raise DevError(
+                f"user {SERVER_USER} cannot write {config.server_run_dir} (is a parent directory "
+                "private?); set ZBX_DEV_RUN_DIR to a directory it can reach, e.g. "
+                "/var/tmp/yobidashi-zabbix"
+            )
+    # A socket left by an earlier run (for example one started as another user) belongs to
+    # nobody now, and zabbix_server refuses to start when it cannot replace it.
+    for stale in config.server_run_dir.glob("zabbix_server_*.sock"):
+        stale.unlink()
 
 
 def start(config: DevConfig) -> None:
@@ -99,17 +118,21 @@ def start(config: DevConfig) -> None:
         say("server config changed: restarting zabbix_server")
         stop(config)
     if port_open(config.server_port):
-        raise DevError(f"127.0.0.1:{config.server_port} is taken; set ZBX_DEV_SERVER_PORT")
-    _prepare_dirs(config)
+        raise DevError(
+            f"127.0.0.1:{config.server_port} is taken by {port_owner(config.server_port)}; "
+            f"set {config.setting_name('SERVER_PORT')}"
+        )
+    rt = Runtime.of(config)
+    _prepare_dirs(config, rt)
     config.server_conf.write_text(render_conf(config))
     config.server_conf.chmod(0o640)
     if is_root():
         # It holds the DB password; the server reads it after dropping to its user.
-        os.chown(config.server_conf, 0, pwd.getpwnam(SERVER_USER).pw_gid)
+        os.chown(config.server_conf, 0, rt.account(SERVER_USER).gid)
     config.server_pid_file.unlink(missing_ok=True)
-    run(
-        [SERVER_BIN, "-c", config.server_conf],
-        env=clean_env({"TZ": config.tz}),
+    rt.run(
+        [SERVER_BIN, "-c", rt.inside(config.server_conf)],
+        env={"TZ": config.tz},
         stdout_path=config.log_dir / "zabbix_server.start.log",
         timeout=60,
     )

@@ -125,6 +125,15 @@ def chown(path: Path, user: str) -> None:
 
 
 def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:
+    """Whether something listens on ``port`` (on any address of this network namespace).
+
+    Read from the kernel's socket tables rather than by connecting: on a loaded machine a
+    connect can time out, and then a busy PostgreSQL looked absent (a private cluster was
+    chosen) or a foreign instance's port looked free.
+    """
+    tables = [Path("/proc/net/tcp"), Path("/proc/net/tcp6")]
+    if any(t.exists() for t in tables):
+        return bool(_listening_inodes(port))
     try:
         with socket.create_connection((host, port), timeout=timeout):
             return True
@@ -139,10 +148,14 @@ def read_pid(pid_file: Path) -> int | None:
         return None
 
 
-def alive(pid: int | None, expect_in_cmdline: str | None = None) -> bool:
+def alive(
+    pid: int | None, expect_in_cmdline: str | None = None, *, root: Path | None = None
+) -> bool:
     """True if ``pid`` runs and is not a zombie (zombies linger a moment under this VM's init).
 
-    ``expect_in_cmdline`` guards against a recycled PID that now belongs to something else.
+    ``expect_in_cmdline`` guards against a recycled PID that now belongs to something else;
+    ``root`` additionally requires the process to run in that chroot (another checkout's
+    instance runs the same program in a chroot of its own).
     """
     if not pid or pid <= 0:
         return False
@@ -155,7 +168,59 @@ def alive(pid: int | None, expect_in_cmdline: str | None = None) -> bool:
     state = stat.rsplit(")", 1)[1].split()[0]
     if state in ("Z", "X"):
         return False
+    if root is not None and process_root(pid) != Path(os.path.realpath(root)):
+        return False
     return expect_in_cmdline is None or expect_in_cmdline in cmdline
+
+
+def process_root(pid: int) -> Path | None:
+    """The root directory a process sees (``/`` unless chrooted); None if unreadable."""
+    try:
+        return Path(os.readlink(f"/proc/{pid}/root"))
+    except OSError:
+        return None
+
+
+def processes_rooted_at(root: Path) -> list[int]:
+    """Live (non-zombie) processes whose root directory is ``root``."""
+    wanted = Path(os.path.realpath(root))
+    pids = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
+    return [pid for pid in pids if process_root(pid) == wanted and alive(pid)]
+
+
+def _listening_inodes(port: int) -> set[str]:
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                inodes.add(inode)
+    return inodes
+
+
+def port_owner(port: int) -> str:
+    """Who listens on ``port``, for error messages: PID, command line and chroot if any."""
+    inodes = {f"socket:[{inode}]" for inode in _listening_inodes(port)}
+    if inodes:
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                links = {os.readlink(fd) for fd in (proc / "fd").iterdir()}
+                if not links & inodes:
+                    continue
+                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+            except OSError:
+                continue
+            where = process_root(int(proc.name))
+            chrooted = f" in chroot {where}" if where and where != Path("/") else ""
+            return f"pid {proc.name} ({cmdline[:160]}){chrooted}"
+    return "a process that could not be identified (gone meanwhile, or not visible to this user)"
 
 
 def wait_dead(pid: int, timeout: float) -> bool:
@@ -167,14 +232,39 @@ def wait_dead(pid: int, timeout: float) -> bool:
     return not alive(pid)
 
 
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes in process group ``pgid``."""
+    members = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # After the command name: state, ppid, pgrp.
+        if fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
+            members.append(int(proc.name))
+    return members
+
+
 def terminate_group(pgid: int, timeout: float) -> None:
-    """SIGTERM a process group, SIGKILL it after ``timeout`` if its leader has not exited."""
+    """SIGTERM a process group, SIGKILL what is left after ``timeout``.
+
+    Returns once the whole group is gone: PHP's workers outlive their parent for a moment, and
+    until they exit they still hold the listening socket.
+    """
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, signal.SIGTERM)
-    if not wait_dead(pgid, timeout):
+    deadline = time.monotonic() + timeout
+    while group_members(pgid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if group_members(pgid):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pgid, signal.SIGKILL)
-        wait_dead(pgid, 5)
+        deadline = time.monotonic() + 5
+        while group_members(pgid) and time.monotonic() < deadline:
+            time.sleep(0.05)
 
 
 _LAUNCHER = """

@@ -112,15 +112,12 @@ def wait_for_problem(
 
 
 def get_event(rpc: ZabbixRpc, eventid: str | int) -> dict[str, Any]:
-    """The event with its acknowledges (6.0: ``select_acknowledges``) and tags."""
+    """The event with its acknowledges and tags."""
+    # 7.0 renamed select_acknowledges (deprecated there, gone in 7.2); 6.0 knows only the old.
+    acks = "selectAcknowledges" if rpc.api_release >= (7, 0) else "select_acknowledges"
     found = rpc.call(
         "event.get",
-        {
-            "eventids": [str(eventid)],
-            "output": "extend",
-            "select_acknowledges": "extend",
-            "selectTags": "extend",
-        },
+        {"eventids": [str(eventid)], "output": "extend", acks: "extend", "selectTags": "extend"},
     )
     if not found:
         raise LookupError(f"event {eventid} not found")

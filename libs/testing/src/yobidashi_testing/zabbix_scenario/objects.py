@@ -148,23 +148,33 @@ def set_media_type_parameters(rpc: ZabbixRpc, mediatypeid: str, values: Mapping[
     rpc.call("mediatype.update", {"mediatypeid": mediatypeid, "parameters": params, "status": 0})
 
 
+def _host_group_rights(rpc: ZabbixRpc) -> tuple[str, str]:
+    """(property, select option) of a user group's host group permissions.
+
+    6.2 split ``rights`` into host group and template group rights and later removed it.
+    """
+    if rpc.api_release >= (6, 2):
+        return "hostgroup_rights", "selectHostGroupRights"
+    return "rights", "selectRights"
+
+
 def ensure_user_group(rpc: ZabbixRpc, name: str, read_groupids: Sequence[str]) -> str:
     """A user group with (at least) read permission on ``read_groupids``; other rights kept."""
+    prop, select = _host_group_rights(rpc)
     found = rpc.call(
-        "usergroup.get",
-        {"filter": {"name": [name]}, "output": ["usrgrpid"], "selectRights": "extend"},
+        "usergroup.get", {"filter": {"name": [name]}, "output": ["usrgrpid"], select: "extend"}
     )
     if not found:
         new = [{"permission": PERM_READ, "id": g} for g in read_groupids]
-        return str(rpc.call("usergroup.create", {"name": name, "rights": new})["usrgrpids"][0])
+        return str(rpc.call("usergroup.create", {"name": name, prop: new})["usrgrpids"][0])
     usrgrpid = str(found[0]["usrgrpid"])
-    # 6.0 replaces all rights on update, so the existing ones are merged in.
-    rights = {str(r["id"]): int(r["permission"]) for r in found[0]["rights"]}
+    # An update replaces all rights, so the existing ones are merged in.
+    rights = {str(r["id"]): int(r["permission"]) for r in found[0][prop]}
     missing = [g for g in read_groupids if rights.get(g, 0) < PERM_READ]
     if missing:
         rights.update(dict.fromkeys(missing, PERM_READ))
         merged = [{"permission": p, "id": g} for g, p in rights.items()]
-        rpc.call("usergroup.update", {"usrgrpid": usrgrpid, "rights": merged})
+        rpc.call("usergroup.update", {"usrgrpid": usrgrpid, prop: merged})
     return usrgrpid
 
 
