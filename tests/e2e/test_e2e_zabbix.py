@@ -11,14 +11,17 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from yobidashi_common.events import AckResult, AlertEvent, AlertStatus
 from yobidashi_common.subjects import ACKS_STREAM, ALERTS_STREAM
 from yobidashi_testing import zabbix_scenario as zs
+from yobidashi_testing._waiting import wait_until
 from yobidashi_testing.e2e import E2E, e2e_stack
 from yobidashi_testing.stack import Bus, eventually
 from yobidashi_testing.zabbix_dev import DevInstance, start_frontend, stop_frontend
+from yobidashi_testing.zabbix_fixtures import every_zabbix_version
 
 pytestmark = [pytest.mark.e2e, pytest.mark.zabbix, pytest.mark.integration]
 
@@ -46,6 +49,7 @@ async def ack_results(e2e: E2E) -> list[AckResult]:
         return await bus.messages(ACKS_STREAM, "yobidashi.acks.v1.", AckResult)
 
 
+@every_zabbix_version
 async def test_pressing_1_acknowledges_the_event_in_zabbix(
     zabbix_dev: DevInstance, tmp_path: Path
 ) -> None:
@@ -80,7 +84,31 @@ async def test_pressing_1_acknowledges_the_event_in_zabbix(
         assert updates[0].update.from_yobidashi
         assert len(await e2e.sim.calls(ONCALL)) == 1, "nobody is called again"
 
+        # Native in the UI: the webhook tagged the problem with its incident, and the event
+        # menu's Yobidashi entry opens the dialer's page for it.
+        page = f"{e2e.dialer.url}/incidents/{eventid}"
 
+        def tagged() -> dict[str, Any] | None:
+            [problem] = e2e.rpc.call(
+                "problem.get",
+                {"eventids": [eventid], "output": "extend", "selectTags": "extend"},
+            )
+            tags = {t["tag"]: t["value"] for t in problem["tags"]}
+            return problem if "__yobidashi_url" in tags else None
+
+        problem = await asyncio.to_thread(wait_until, "the webhook's tags", tagged, timeout=60)
+        tags = {t["tag"]: t["value"] for t in problem["tags"]}
+        assert tags["__yobidashi_incident"] == f"zabbix:{eventid}"
+        assert tags["__yobidashi_url"] == page
+        assert {"name": "Yobidashi", "url": page} in problem["urls"]
+        async with httpx.AsyncClient() as http:
+            shown = await http.get(page, headers={"Accept-Language": "ja"})
+        assert shown.status_code == 200
+        assert e2e.scenario.names.trigger in shown.text
+        assert "電話で確認" in shown.text
+
+
+@every_zabbix_version
 async def test_recovery_before_anyone_answers_cancels_the_call(
     zabbix_dev: DevInstance, tmp_path: Path
 ) -> None:
@@ -100,6 +128,7 @@ async def test_recovery_before_anyone_answers_cancels_the_call(
         assert e2e.acknowledges(eventid) == []
 
 
+@every_zabbix_version
 async def test_ack_in_the_zabbix_ui_while_ringing_stops_the_calling(
     zabbix_dev: DevInstance, tmp_path: Path
 ) -> None:

@@ -80,16 +80,8 @@ def setup(zabbix_dev: DevInstance) -> Iterator[Setup]:
     not_closable = zs.ensure_trigger(
         rpc, hostid, f"{PREFIX} not closable", f"last(/{host}/{key})>7", manual_close=False
     )
-    group = zs.ensure_user_group(rpc, "Yobidashi ackers", [groupid])
     # Closing needs read-write on the host group (6.0: "editable"); reading is enough to ack.
-    rights = rpc.call("usergroup.get", {"usrgrpids": [group], "selectRights": "extend"})[0]
-    merged = {str(r["id"]): int(r["permission"]) for r in rights["rights"]}
-    if merged.get(groupid) != PERM_READ_WRITE:
-        merged[groupid] = PERM_READ_WRITE
-        rpc.call(
-            "usergroup.update",
-            {"usrgrpid": group, "rights": [{"id": g, "permission": p} for g, p in merged.items()]},
-        )
+    group = zs.ensure_user_group(rpc, "Yobidashi ackers", [groupid], permission=PERM_READ_WRITE)
     userid = zs.ensure_user(
         rpc, zs.UserSpec(username=ACKER_USER, usrgrpids=[group], name="Yobidashi", surname="Acker")
     )

@@ -246,7 +246,7 @@ class ZabbixSide:
             for event in self.rpc.call(
                 "event.get",
                 {"eventids": eventids[start : start + 200], "output": ["eventid"],
-                 "select_acknowledges": ["userid", "action", "message", "clock"]},
+                 zs.acknowledges_option(self.rpc): ["userid", "action", "message", "clock"]},
             ):  # fmt: skip
                 found[event["eventid"]] = event["acknowledges"]
         return found

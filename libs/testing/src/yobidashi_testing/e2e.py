@@ -88,7 +88,7 @@ async def e2e_stack(
     assert binary is not None, "nats-server is installed by `make venv`"
     rpc = ZabbixRpc(zabbix.api_url)
     rpc.login(zabbix.admin_username, zabbix.admin_password)
-    ingest_port = free_port()
+    ingest_port, dialer_port = free_port(), free_port()
     scenario = await asyncio.to_thread(
         zs.provision,
         rpc,
@@ -97,6 +97,7 @@ async def e2e_stack(
         media_parameters={
             "URL": f"http://127.0.0.1:{ingest_port}/v1/zabbix",
             "token": INGEST_TOKEN,
+            "incident_page": f"http://127.0.0.1:{dialer_port}/incidents",
         },
         phones=phones,
     )
@@ -113,7 +114,7 @@ async def e2e_stack(
             )
         )
         dialer = stack.enter_context(
-            dialer_process(nats.url, sim, workdir / "dialer.log", dialer_env)
+            dialer_process(nats.url, sim, workdir / "dialer.log", dialer_env, port=dialer_port)
         )
         acker = stack.enter_context(
             ServiceProcess(

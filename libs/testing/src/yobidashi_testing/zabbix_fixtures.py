@@ -13,6 +13,8 @@
 - ``zabbix_instance`` (session): a factory, ``zabbix_instance("6.0")``, for a test that needs
   two versions at once.
 - ``zabbix_admin``: a `ZabbixRpc` logged in as Admin on whichever instance ``zabbix_dev`` is.
+- Every test that uses ``zabbix_dev`` fails if the frontend logged a ``PHP Deprecated`` line
+  while it ran: Zabbix reports deprecated API usage (ours or the tests' own) only there.
 
 Each version is brought up once per session by the same idempotent ``up`` as
 ``deploy/zabbix/dev/zabbix-dev up`` and left running afterwards, so the next session starts in
@@ -23,13 +25,14 @@ that use it are skipped with the reason, unless ``ZBX_DEV_REQUIRED=1`` (then the
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from .zabbix_api import ZabbixRpc
 from .zabbix_dev import TESTED_VERSIONS, DevConfig, DevInstance, Unsupported, selected_version, up
 from .zabbix_dev.config import check_no_clash
+from .zabbix_php_log import PhpLog
 
 ZabbixInstances = Callable[[str], DevInstance]
 
@@ -85,3 +88,15 @@ def zabbix_admin(zabbix_dev: DevInstance) -> ZabbixRpc:
     rpc = ZabbixRpc(zabbix_dev.api_url, api_version=zabbix_dev.zabbix_version)
     rpc.login(zabbix_dev.admin_username, zabbix_dev.admin_password)
     return rpc
+
+
+@pytest.fixture(autouse=True)
+def no_php_deprecations(request: pytest.FixtureRequest) -> Iterator[None]:
+    if "zabbix_dev" not in request.fixturenames:
+        yield
+        return
+    instance: DevInstance = request.getfixturevalue("zabbix_dev")
+    log = PhpLog(instance.config.php_log)
+    yield
+    found = log.deprecations()
+    assert not found, f"Zabbix {instance.zabbix_version} logged deprecations: {found}"

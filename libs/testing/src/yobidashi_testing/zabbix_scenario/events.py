@@ -111,13 +111,21 @@ def wait_for_problem(
     )
 
 
+def acknowledges_option(rpc: ZabbixRpc) -> str:
+    # 7.0 renamed select_acknowledges (deprecated there, gone in 7.2); 6.0 knows only the old.
+    return "selectAcknowledges" if rpc.api_release >= (7, 0) else "select_acknowledges"
+
+
 def get_event(rpc: ZabbixRpc, eventid: str | int) -> dict[str, Any]:
     """The event with its acknowledges and tags."""
-    # 7.0 renamed select_acknowledges (deprecated there, gone in 7.2); 6.0 knows only the old.
-    acks = "selectAcknowledges" if rpc.api_release >= (7, 0) else "select_acknowledges"
     found = rpc.call(
         "event.get",
-        {"eventids": [str(eventid)], "output": "extend", acks: "extend", "selectTags": "extend"},
+        {
+            "eventids": [str(eventid)],
+            "output": "extend",
+            acknowledges_option(rpc): "extend",
+            "selectTags": "extend",
+        },
     )
     if not found:
         raise LookupError(f"event {eventid} not found")

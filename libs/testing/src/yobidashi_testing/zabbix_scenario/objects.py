@@ -158,21 +158,23 @@ def _host_group_rights(rpc: ZabbixRpc) -> tuple[str, str]:
     return "rights", "selectRights"
 
 
-def ensure_user_group(rpc: ZabbixRpc, name: str, read_groupids: Sequence[str]) -> str:
-    """A user group with (at least) read permission on ``read_groupids``; other rights kept."""
+def ensure_user_group(
+    rpc: ZabbixRpc, name: str, read_groupids: Sequence[str], permission: int = PERM_READ
+) -> str:
+    """A user group with (at least) ``permission`` on ``read_groupids``; other rights kept."""
     prop, select = _host_group_rights(rpc)
     found = rpc.call(
         "usergroup.get", {"filter": {"name": [name]}, "output": ["usrgrpid"], select: "extend"}
     )
     if not found:
-        new = [{"permission": PERM_READ, "id": g} for g in read_groupids]
+        new = [{"permission": permission, "id": g} for g in read_groupids]
         return str(rpc.call("usergroup.create", {"name": name, prop: new})["usrgrpids"][0])
     usrgrpid = str(found[0]["usrgrpid"])
     # An update replaces all rights, so the existing ones are merged in.
     rights = {str(r["id"]): int(r["permission"]) for r in found[0][prop]}
-    missing = [g for g in read_groupids if rights.get(g, 0) < PERM_READ]
+    missing = [g for g in read_groupids if rights.get(g, 0) < permission]
     if missing:
-        rights.update(dict.fromkeys(missing, PERM_READ))
+        rights.update(dict.fromkeys(missing, permission))
         merged = [{"permission": p, "id": g} for g, p in rights.items()]
         rpc.call("usergroup.update", {"usrgrpid": usrgrpid, prop: merged})
     return usrgrpid
