@@ -25,7 +25,8 @@ WORKDIR /src
 # Dependencies first (cached until uv.lock changes); uv needs every member's pyproject.
 COPY pyproject.toml uv.lock ./
 COPY libs/common/pyproject.toml libs/common/
-COPY libs/testing/pyproject.toml libs/testing/
+COPY testing/harness/pyproject.toml testing/harness/
+COPY testing/fixtures/pyproject.toml testing/fixtures/
 COPY services/ingest/pyproject.toml services/ingest/
 COPY services/dialer/pyproject.toml services/dialer/
 COPY services/acker/pyproject.toml services/acker/

@@ -10,7 +10,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-PY_SOURCES := libs services tools tests bench
+PY_SOURCES := libs services tools testing tests bench conftest.py scripts
 
 ZABBIX_DEV := deploy/zabbix/dev/zabbix-dev
 # The tests use both; `make run-zabbix` runs one: $ZABBIX_VERSION, else 7.0.
@@ -78,7 +78,7 @@ test-unit: venv ## only the fast tests that need nothing running
 
 # Podman's settings for this kind of machine (runc, cgroupfs, ulimits, netavark); a Docker
 # engine, where one answers, ignores them.
-images compose-test: export CONTAINERS_CONF ?= $(CURDIR)/libs/testing/src/yobidashi_testing/images/containers.conf
+images compose-test: export CONTAINERS_CONF ?= $(CURDIR)/testing/fixtures/src/yobidashi_testing/images/containers.conf
 
 images: venv ## build every image: docker where an engine answers, else podman (installed), with local stand-in bases where no registry serves them
 	@docker info >/dev/null 2>&1 || scripts/install-system-deps images

@@ -27,8 +27,8 @@ from typing import Any, Literal
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from yobidashi_testing.nats_server import NatsServer, find_nats_server, free_port
-from yobidashi_testing.processes import ServiceProcess
+from yobidashi_harness.nats_server import NatsServer, find_nats_server, free_port
+from yobidashi_harness.processes import ServiceProcess
 from yobidashi_testing.stack import Sim
 from yobidashi_twilio_sim.settings import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN
 

@@ -50,8 +50,8 @@ from bench.common import (
     sim_process,
     size,
 )
-from yobidashi_testing.nats_server import free_port
-from yobidashi_testing.processes import ServiceProcess
+from yobidashi_harness.nats_server import free_port
+from yobidashi_harness.processes import ServiceProcess
 from yobidashi_testing.stack import Bus, Sim, alert_event
 
 SIZES = {

@@ -53,9 +53,9 @@ from bench.common import (
     save,
     size,
 )
-from yobidashi_testing import payloads
-from yobidashi_testing.nats_server import free_port
-from yobidashi_testing.processes import ServiceProcess
+from yobidashi_harness import payloads
+from yobidashi_harness.nats_server import free_port
+from yobidashi_harness.processes import ServiceProcess
 from yobidashi_testing.stack import alert_event
 
 SEVERITIES = [2, 3, 4, 4, 5]

@@ -18,7 +18,7 @@ process too, pointed at each in turn):
   (a) stand-in: the Zabbix JSON-RPC stand-in (yobidashi_zabbix_standin, 6.0's rules, as in
       ``make run``), served by uvicorn in this process; it stamps each request's arrival and
       answer: the pure figure;
-  (b) real Zabbix 6.0 (``yobidashi_testing.zabbix_dev``), provisioned with the prefix "bench"
+  (b) real Zabbix 6.0 (``yobidashi_harness.zabbix_dev``), provisioned with the prefix "bench"
       as the end-to-end tests do; each sample is a real problem raised over the trapper, which
       Zabbix notifies to ingest through our media type. A recording reverse proxy in front of
       the frontend (the acker's ZABBIX_URL) stamps when each request arrived and when Zabbix
@@ -62,13 +62,13 @@ from bench.common import (
     sim_process,
     size,
 )
-from yobidashi_testing import payloads, zabbix_dev
-from yobidashi_testing import zabbix_scenario as zs
+from yobidashi_harness import payloads, zabbix_dev
+from yobidashi_harness import zabbix_scenario as zs
+from yobidashi_harness.nats_server import free_port
+from yobidashi_harness.processes import ServiceProcess
+from yobidashi_harness.zabbix_api import ZabbixRpc
 from yobidashi_testing.media_type import MEDIA_TYPE_YAML
-from yobidashi_testing.nats_server import free_port
-from yobidashi_testing.processes import ServiceProcess
 from yobidashi_testing.stack import Sim
-from yobidashi_testing.zabbix_api import ZabbixRpc
 from yobidashi_zabbix_standin import USER as STANDIN_USER
 from yobidashi_zabbix_standin import ZabbixStandIn, serve
 

@@ -66,9 +66,9 @@ from bench.common import (
     sim_process,
     size,
 )
-from yobidashi_testing import payloads
-from yobidashi_testing.nats_server import free_port
-from yobidashi_testing.processes import ServiceProcess
+from yobidashi_harness import payloads
+from yobidashi_harness.nats_server import free_port
+from yobidashi_harness.processes import ServiceProcess
 from yobidashi_testing.stack import Sim
 from yobidashi_zabbix_standin import USER as STANDIN_USER
 from yobidashi_zabbix_standin import ZabbixStandIn, serve

@@ -25,10 +25,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from bench.common import Figure, dist, machine, parser, pct, print_figures, save, size
-from yobidashi_testing import zabbix_dev
-from yobidashi_testing import zabbix_scenario as zs
+from yobidashi_harness import zabbix_dev
+from yobidashi_harness import zabbix_scenario as zs
+from yobidashi_harness.zabbix_api import ZabbixRpc
 from yobidashi_testing.media_type import MEDIA_TYPE_YAML
-from yobidashi_testing.zabbix_api import ZabbixRpc
 
 PREFIX = "bench-webhook"
 SAMPLES = {"quick": 3, "default": 10, "full": 30}

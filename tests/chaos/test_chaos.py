@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from yobidashi_harness.zabbix_dev import DevInstance
 from yobidashi_testing.chaos import ChaosConfig, run
-from yobidashi_testing.zabbix_dev import DevInstance
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration, pytest.mark.zabbix]
 

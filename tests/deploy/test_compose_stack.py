@@ -30,8 +30,10 @@ import httpx
 import pytest
 import yaml
 
-from yobidashi_testing import payloads
-from yobidashi_testing._waiting import wait_until
+from yobidashi_harness import payloads
+from yobidashi_harness.nats_server import free_port
+from yobidashi_harness.waiting import wait_until
+from yobidashi_harness.zabbix_api import ZabbixRpc
 from yobidashi_testing.images.compose import (
     COMPOSE_FILE,
     ComposeStack,
@@ -40,8 +42,6 @@ from yobidashi_testing.images.compose import (
     startup_order,
 )
 from yobidashi_testing.images.engine import REPO, Engine, find_engine
-from yobidashi_testing.nats_server import free_port
-from yobidashi_testing.zabbix_api import ZabbixRpc
 
 pytestmark = pytest.mark.containers
 T = TypeVar("T")

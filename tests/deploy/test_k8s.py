@@ -47,8 +47,8 @@ from yobidashi_acker.settings import AckerSettings
 from yobidashi_common.settings import ServiceSettings
 from yobidashi_dialer.oncall.loader import load_text
 from yobidashi_dialer.settings import DialerSettings
+from yobidashi_harness.nats_server import find_nats_server, free_port
 from yobidashi_ingest.settings import IngestSettings
-from yobidashi_testing.nats_server import find_nats_server, free_port
 from yobidashi_testing.settings_catalog import SETTINGS, known_variables
 
 Obj = dict[str, Any]

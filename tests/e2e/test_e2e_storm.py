@@ -15,11 +15,11 @@ import pytest
 
 from yobidashi_common.events import KeyPressed
 from yobidashi_common.subjects import KEYS_STREAM
-from yobidashi_testing import zabbix_scenario as zs
+from yobidashi_harness import zabbix_scenario as zs
+from yobidashi_harness.zabbix_dev import DevInstance
+from yobidashi_harness.zabbix_sender import send_values
 from yobidashi_testing.e2e import E2E, e2e_stack
 from yobidashi_testing.stack import Bus
-from yobidashi_testing.zabbix_dev import DevInstance
-from yobidashi_testing.zabbix_sender import send_values
 
 pytestmark = [pytest.mark.e2e, pytest.mark.zabbix, pytest.mark.integration]
 

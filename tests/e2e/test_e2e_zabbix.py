@@ -16,11 +16,11 @@ import pytest
 
 from yobidashi_common.events import AckResult, AlertEvent, AlertStatus
 from yobidashi_common.subjects import ACKS_STREAM, ALERTS_STREAM
-from yobidashi_testing import zabbix_scenario as zs
-from yobidashi_testing._waiting import wait_until
+from yobidashi_harness import zabbix_scenario as zs
+from yobidashi_harness.waiting import wait_until
+from yobidashi_harness.zabbix_dev import DevInstance, start_frontend, stop_frontend
 from yobidashi_testing.e2e import E2E, e2e_stack
 from yobidashi_testing.stack import Bus, eventually
-from yobidashi_testing.zabbix_dev import DevInstance, start_frontend, stop_frontend
 from yobidashi_testing.zabbix_fixtures import every_zabbix_version
 
 pytestmark = [pytest.mark.e2e, pytest.mark.zabbix, pytest.mark.integration]

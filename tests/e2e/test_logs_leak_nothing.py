@@ -21,9 +21,9 @@ from typing import Any
 import httpx
 import pytest
 
-from yobidashi_testing import payloads
+from yobidashi_harness import payloads
+from yobidashi_harness.zabbix_dev import DevInstance
 from yobidashi_testing.e2e import INGEST_TOKEN, e2e_stack
-from yobidashi_testing.zabbix_dev import DevInstance
 
 pytestmark = [pytest.mark.e2e, pytest.mark.zabbix, pytest.mark.integration]
 

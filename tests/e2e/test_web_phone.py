@@ -23,11 +23,11 @@ from urllib.parse import quote
 
 import pytest
 
+from yobidashi_harness.nats_server import free_port
+from yobidashi_harness.zabbix_api import ZabbixRpc
+from yobidashi_harness.zabbix_dev import DevInstance
+from yobidashi_harness.zabbix_scenario import acknowledges
 from yobidashi_testing.browser import chromium, find_chromium
-from yobidashi_testing.nats_server import free_port
-from yobidashi_testing.zabbix_api import ZabbixRpc
-from yobidashi_testing.zabbix_dev import DevInstance
-from yobidashi_testing.zabbix_scenario import acknowledges
 
 pytestmark = [
     pytest.mark.integration,

@@ -18,12 +18,12 @@ from typing import Any
 import pytest
 from fastapi import FastAPI, Request, Response
 
+from yobidashi_harness import zabbix_scenario as zs
+from yobidashi_harness.nats_server import free_port
+from yobidashi_harness.zabbix_api import ZabbixRpc
+from yobidashi_harness.zabbix_dev import DevInstance
 from yobidashi_ingest.zabbix import ZabbixWebhook, dedup_key, status_of
-from yobidashi_testing import zabbix_scenario as zs
 from yobidashi_testing.media_type import MEDIA_TYPE_YAML
-from yobidashi_testing.nats_server import free_port
-from yobidashi_testing.zabbix_api import ZabbixRpc
-from yobidashi_testing.zabbix_dev import DevInstance
 from yobidashi_twilio_sim.testing import serve_app
 
 pytestmark = [pytest.mark.e2e, pytest.mark.zabbix, pytest.mark.integration]

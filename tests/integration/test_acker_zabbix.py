@@ -39,11 +39,11 @@ from yobidashi_common.events import (
     ProblemRef,
 )
 from yobidashi_common.subjects import ACKS_STREAM, DLQ_STREAM, keys_subject
-from yobidashi_testing import zabbix_scenario as zs
-from yobidashi_testing.nats_server import NatsServer, free_port
-from yobidashi_testing.processes import ServiceProcess
-from yobidashi_testing.zabbix_api import ZabbixRpc
-from yobidashi_testing.zabbix_dev import DevInstance, start_frontend, stop_frontend
+from yobidashi_harness import zabbix_scenario as zs
+from yobidashi_harness.nats_server import NatsServer, free_port
+from yobidashi_harness.processes import ServiceProcess
+from yobidashi_harness.zabbix_api import ZabbixRpc
+from yobidashi_harness.zabbix_dev import DevInstance, start_frontend, stop_frontend
 
 pytestmark = [pytest.mark.zabbix, pytest.mark.integration]
 

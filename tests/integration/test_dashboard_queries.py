@@ -31,13 +31,14 @@ import httpx
 import pytest
 
 from yobidashi_common.events import FINAL_CALL_STATUSES
-from yobidashi_testing import dashboard_preview, payloads
+from yobidashi_harness import payloads
+from yobidashi_harness.nats_server import free_port
+from yobidashi_harness.processes import script
+from yobidashi_harness.zabbix_dev import DevInstance
+from yobidashi_testing import dashboard_preview
 from yobidashi_testing.dashboard_preview import Series, panels
 from yobidashi_testing.e2e import E2E, INGEST_TOKEN, e2e_stack
-from yobidashi_testing.nats_server import free_port
-from yobidashi_testing.processes import script
 from yobidashi_testing.stack import Bus
-from yobidashi_testing.zabbix_dev import DevInstance
 
 pytestmark = [pytest.mark.integration, pytest.mark.zabbix, pytest.mark.e2e]
 

@@ -15,8 +15,8 @@ from yobidashi_common.events import KeyPressed
 from yobidashi_common.subjects import KEYS_STREAM
 from yobidashi_dialer.core.model import Incident, IncidentStatus
 from yobidashi_dialer.store import INCIDENTS, incident_key
-from yobidashi_testing.nats_server import free_port
-from yobidashi_testing.processes import ServiceProcess
+from yobidashi_harness.nats_server import free_port
+from yobidashi_harness.processes import ServiceProcess
 from yobidashi_testing.stack import (
     Bus,
     RunningDialer,

@@ -14,8 +14,8 @@ import httpx
 import pytest
 
 from yobidashi_dialer import metrics
-from yobidashi_testing.nats_server import NatsServer
-from yobidashi_testing.processes import ServiceProcess
+from yobidashi_harness.nats_server import NatsServer
+from yobidashi_harness.processes import ServiceProcess
 from yobidashi_testing.stack import (
     Bus,
     alert_event,

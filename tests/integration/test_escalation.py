@@ -10,7 +10,7 @@ import pytest
 from yobidashi_common.events import AlertStatus, EscalationExhausted, KeyPressed
 from yobidashi_common.subjects import ESCALATIONS_STREAM, KEYS_STREAM
 from yobidashi_dialer.core.model import IncidentStatus
-from yobidashi_testing.nats_server import free_port
+from yobidashi_harness.nats_server import free_port
 from yobidashi_testing.stack import (
     Bus,
     Sim,

@@ -27,7 +27,8 @@ from twilio.request_validator import RequestValidator
 from yobidashi_common.events import AckResult, AlertStatus, CallStatusChanged, KeyPressed
 from yobidashi_common.subjects import ACKS_STREAM, CALLS_STREAM, KEYS_STREAM
 from yobidashi_dialer.core.model import IncidentStatus
-from yobidashi_testing import zabbix_scenario as zs
+from yobidashi_harness import zabbix_scenario as zs
+from yobidashi_harness.zabbix_dev import DevInstance
 from yobidashi_testing.e2e import e2e_stack
 from yobidashi_testing.stack import (
     Bus,
@@ -38,7 +39,6 @@ from yobidashi_testing.stack import (
     eventually,
     simulator,
 )
-from yobidashi_testing.zabbix_dev import DevInstance
 
 pytestmark = pytest.mark.integration
 

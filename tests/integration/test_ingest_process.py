@@ -12,9 +12,9 @@ import nats
 import pytest
 
 from yobidashi_common.subjects import ALERTS_STREAM
-from yobidashi_testing import payloads
-from yobidashi_testing.nats_server import NatsServer
-from yobidashi_testing.processes import ServiceProcess
+from yobidashi_harness import payloads
+from yobidashi_harness.nats_server import NatsServer
+from yobidashi_harness.processes import ServiceProcess
 
 pytestmark = pytest.mark.integration
 

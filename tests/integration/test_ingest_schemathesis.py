@@ -29,8 +29,8 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from yobidashi_testing.nats_server import NatsServer
-from yobidashi_testing.processes import ServiceProcess
+from yobidashi_harness.nats_server import NatsServer
+from yobidashi_harness.processes import ServiceProcess
 from yobidashi_testing.stack import stored_alerts
 
 pytestmark = pytest.mark.integration

@@ -14,14 +14,14 @@ import yaml
 
 from yobidashi_common.events import AlertEvent
 from yobidashi_common.subjects import ALERTS_STREAM
+from yobidashi_harness.nats_server import NatsServer
+from yobidashi_harness.processes import ServiceProcess
 from yobidashi_testing.media_type import (
     MEDIA_TYPE_YAML,
     load_media_type,
     resolve_parameters,
     run_script,
 )
-from yobidashi_testing.nats_server import NatsServer
-from yobidashi_testing.processes import ServiceProcess
 
 pytestmark = pytest.mark.integration
 

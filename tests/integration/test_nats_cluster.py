@@ -25,11 +25,11 @@ from yobidashi_common.events import AlertEvent
 from yobidashi_common.settings import NatsSettings
 from yobidashi_common.subjects import ALERTS_ALL, ALERTS_STREAM, shared_streams
 from yobidashi_dialer.store import BUNDLES, CALLS, DIALER_STREAM, INCIDENTS, LIMITS
-from yobidashi_testing import payloads
-from yobidashi_testing.nats_cluster import NatsCluster
+from yobidashi_harness import payloads
+from yobidashi_harness.nats_cluster import NatsCluster
+from yobidashi_harness.nats_server import NatsServer, free_port
+from yobidashi_harness.processes import ServiceProcess
 from yobidashi_testing.nats_fixtures import tolerates_socket_left_by_a_reconnect
-from yobidashi_testing.nats_server import NatsServer, free_port
-from yobidashi_testing.processes import ServiceProcess
 from yobidashi_testing.stack import dialer_process, eventually, simulator
 
 pytestmark = pytest.mark.integration

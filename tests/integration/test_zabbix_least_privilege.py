@@ -17,9 +17,9 @@ import pytest
 
 from yobidashi_acker.zabbix import ErrorKind, HttpZabbixApi, ZabbixConnection, ZabbixError
 from yobidashi_acker.zabbix.rules import ACTION_ACKNOWLEDGE, ACTION_CLOSE, ACTION_MESSAGE
-from yobidashi_testing import zabbix_scenario as zs
-from yobidashi_testing.zabbix_api import ZabbixRpc
-from yobidashi_testing.zabbix_dev import DevInstance
+from yobidashi_harness import zabbix_scenario as zs
+from yobidashi_harness.zabbix_api import ZabbixRpc
+from yobidashi_harness.zabbix_dev import DevInstance
 from yobidashi_testing.zabbix_fixtures import every_zabbix_version
 
 pytestmark = [pytest.mark.zabbix, pytest.mark.integration, every_zabbix_version]

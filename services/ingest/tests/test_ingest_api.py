@@ -12,10 +12,10 @@ import nats
 import pytest
 
 from yobidashi_common.subjects import ALERTS_STREAM
+from yobidashi_harness import payloads
+from yobidashi_harness.nats_server import NatsServer
 from yobidashi_ingest.app import create_app
 from yobidashi_ingest.settings import IngestSettings
-from yobidashi_testing import payloads
-from yobidashi_testing.nats_server import NatsServer
 from yobidashi_testing.stack import stored_alerts
 
 pytestmark = pytest.mark.integration

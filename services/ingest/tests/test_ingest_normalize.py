@@ -10,6 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from yobidashi_common.events import AlertStatus, Severity, UpdateAction
+from yobidashi_harness import payloads
 from yobidashi_ingest.zabbix import (
     NormalizationError,
     ZabbixWebhook,
@@ -18,7 +19,6 @@ from yobidashi_ingest.zabbix import (
     status_of,
     to_alert_event,
 )
-from yobidashi_testing import payloads
 
 NOW = datetime(2026, 11, 24, 18, 50, tzinfo=UTC)
 

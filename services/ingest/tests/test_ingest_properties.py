@@ -24,6 +24,8 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from yobidashi_common.events import AlertEvent, AlertStatus
+from yobidashi_harness import payloads
+from yobidashi_harness.nats_server import NatsServer
 from yobidashi_ingest.app import create_app
 from yobidashi_ingest.settings import IngestSettings
 from yobidashi_ingest.zabbix import (
@@ -33,8 +35,6 @@ from yobidashi_ingest.zabbix import (
     to_alert_event,
     unresolved_to_none,
 )
-from yobidashi_testing import payloads
-from yobidashi_testing.nats_server import NatsServer
 from yobidashi_testing.stack import stored_alerts
 
 NOW = datetime(2026, 11, 24, 18, 50, tzinfo=UTC)

@@ -11,7 +11,7 @@ from pathlib import Path
 from yobidashi_common.phone import InvalidPhoneNumber, normalize
 from yobidashi_devstack.stack import SAMPLE_CONFIG, Options, run
 from yobidashi_dialer.oncall import ConfigError
-from yobidashi_testing.zabbix_dev.versions import DEFAULT_VERSION, KNOWN
+from yobidashi_harness.zabbix_dev.versions import DEFAULT_VERSION, KNOWN
 
 
 def _number(raw: str) -> str:

@@ -12,10 +12,10 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from yobidashi_testing import zabbix_dev
-from yobidashi_testing import zabbix_scenario as zs
-from yobidashi_testing.media_type import MEDIA_TYPE_YAML
-from yobidashi_testing.zabbix_api import ZabbixRpc
+from yobidashi_harness import zabbix_dev
+from yobidashi_harness import zabbix_scenario as zs
+from yobidashi_harness.media_type import MEDIA_TYPE_YAML
+from yobidashi_harness.zabbix_api import ZabbixRpc
 
 PREFIX = "devstack"
 

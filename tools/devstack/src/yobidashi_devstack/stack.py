@@ -20,8 +20,8 @@ import uvicorn
 from yobidashi_common.phone import normalize
 from yobidashi_devstack.console import Backends, Phone, create_console
 from yobidashi_dialer.oncall import OnCallConfig, load
-from yobidashi_testing.nats_server import NatsServer, find_nats_server, free_port
-from yobidashi_testing.processes import ServiceProcess
+from yobidashi_harness.nats_server import NatsServer, find_nats_server, free_port
+from yobidashi_harness.processes import ServiceProcess
 from yobidashi_zabbix_standin import USER as STANDIN_USER
 from yobidashi_zabbix_standin import ZabbixStandIn
 
