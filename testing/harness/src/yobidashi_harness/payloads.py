@@ -5,9 +5,12 @@ The shapes follow what a real Zabbix 6.0.14 posted (../shared/notes/zabbix.md, "
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
-SEVERITY_NAMES = ["Not classified", "Information", "Warning", "Average", "High", "Disaster"]
+from yobidashi_cli.webhook import problem_notification
+
+AT = datetime(2026, 11, 24, 18, 49, 47)  # Zabbix renders dates in the media user's zone
 
 
 def problem(
@@ -20,37 +23,19 @@ def problem(
     step_history: str = "Problem started: 2026.11.24 18:49:47 Age: 0m",
     **overrides: Any,
 ) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "event_id": str(event_id),
-        "event_value": "1",
-        "event_update_status": "0",
-        "event_status": "PROBLEM",
-        "event_name": name,
-        "event_date": "2026.11.24",
-        "event_time": "18:49:47",
-        "event_severity": SEVERITY_NAMES[severity],
-        "event_nseverity": str(severity),
-        "event_ack_status": "No",
-        "event_tags": [
-            {"tag": "service", "value": "web"},
-            {"tag": "env", "value": "prod"},
-        ],
-        "trigger_id": "23133",
-        "trigger_name": name,
-        "host": host,
-        "host_name": host,
-        "host_groups": "Linux servers, Web",
-        "recovery_event_id": None,
-        "update_action": None,
-        "update_message": None,
-        "update_user": None,
-        "sendto": sendto,
-        "subject": f"Problem: {name}",
-        "message": f"Problem started at 18:49:47 on 2026.11.24\nHost: {host}\nSeverity: High",
-        "esc_history": step_history,
-    }
-    body.update(overrides)
-    return body
+    body = problem_notification(
+        event_id,
+        at=AT,
+        sendto=sendto,
+        name=name,
+        host=host,
+        severity=severity,
+        tags=[{"tag": "service", "value": "web"}, {"tag": "env", "value": "prod"}],
+        trigger_id="23133",
+        host_groups="Linux servers, Web",
+        step_history=step_history,
+    )
+    return {**body, **overrides}
 
 
 def recovery(event_id: int | str = 17, recovery_id: int | str = 18, **kw: Any) -> dict[str, Any]:

@@ -13,11 +13,13 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from yobidashi_cli.webhook import problem_notification, recovery_notification
 from yobidashi_common.telemetry import get_logger
 
 log = get_logger(__name__)
@@ -55,23 +57,22 @@ class Canary:
 
 
 def canary_alert(event_id: int, number: str, value: int) -> dict[str, Any]:
-    now = time.gmtime()
-    return {
-        "event_source": "0",
-        "event_id": str(event_id),
-        "event_value": str(value),
-        "event_update_status": "0",
-        "event_name": "Yobidashi heartbeat",
-        "event_date": time.strftime("%Y.%m.%d", now),
-        "event_time": time.strftime("%H:%M:%S", now),
-        "event_nseverity": "1",
-        "event_tags": [{"tag": "yobidashi", "value": "heartbeat"}],
-        "host": "yobidashi-heartbeat",
-        "host_name": "yobidashi-heartbeat",
-        "sendto": number,
-        "esc_history": f"heartbeat {event_id}",
-        "recovery_event_id": str(event_id + 1) if value == 0 else None,
-    }
+    """The canary's problem (``value`` 1) or its recovery (0), tagged so the dialer rings the
+    canary number whatever the routes say."""
+    now = datetime.now(UTC)
+    problem = problem_notification(
+        event_id,
+        at=now,
+        sendto=number,
+        name="Yobidashi heartbeat",
+        host="yobidashi-heartbeat",
+        severity=1,
+        tags=[{"tag": "yobidashi", "value": "heartbeat"}],
+        step_history=f"heartbeat {event_id}",
+    )
+    if value:
+        return problem
+    return recovery_notification(problem, recovery_event_id=event_id + 1, at=now)
 
 
 async def one_round(http: httpx.AsyncClient, canary: Canary, event_id: int) -> float | None:

@@ -25,6 +25,7 @@ from pydantic import ValidationError
 
 from yobidashi_cli import heartbeat
 from yobidashi_cli.settings import CliSettings, HeartbeatSettings
+from yobidashi_cli.webhook import problem_notification
 from yobidashi_common.telemetry import configure_logging
 from yobidashi_dialer.oncall import ConfigError, load
 from yobidashi_dialer.views import oncall_view
@@ -86,38 +87,16 @@ def oncall_now(args: argparse.Namespace) -> int:
 
 
 def test_alert(event_id: int, sendto: str, severity: int, host: str, name: str) -> dict[str, Any]:
-    """A problem notification exactly as our media type posts it from Zabbix 6.0."""
-    now = datetime.now(UTC)
-    names = ["Not classified", "Information", "Warning", "Average", "High", "Disaster"]
-    return {
-        "event_source": "0",
-        "event_id": str(event_id),
-        "event_value": "1",
-        "event_update_status": "0",
-        "event_status": "PROBLEM",
-        "event_name": name,
-        "event_date": now.strftime("%Y.%m.%d"),
-        "event_time": now.strftime("%H:%M:%S"),
-        "event_severity": names[severity],
-        "event_nseverity": str(severity),
-        "event_ack_status": "No",
-        "event_opdata": None,
-        "event_tags": [{"tag": "source", "value": "yobidashi send-test-alert"}],
-        "trigger_id": "0",
-        "trigger_name": name,
-        "host": host,
-        "host_name": host,
-        "host_groups": "Yobidashi test",
-        "recovery_event_id": None,
-        "update_action": None,
-        "update_message": None,
-        "update_user": None,
-        "sendto": sendto,
-        "subject": f"Problem: {name}",
-        "message": f"Problem started at {now:%H:%M:%S} on {now:%Y.%m.%d}\nHost: {host}",
-        "esc_history": f"Problem started: {now:%Y.%m.%d %H:%M:%S} Age: 0m",
-        "media_type_version": "1",
-    }
+    """A problem notification exactly as our media type posts it."""
+    return problem_notification(
+        event_id,
+        at=datetime.now(UTC),
+        sendto=sendto,
+        name=name,
+        host=host,
+        severity=severity,
+        tags=[{"tag": "source", "value": "yobidashi send-test-alert"}],
+    )
 
 
 def send_test_alert(args: argparse.Namespace) -> int:
