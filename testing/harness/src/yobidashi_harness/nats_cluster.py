@@ -36,12 +36,12 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import TracebackType
 from typing import Any, TypeVar
 
 import nats
 import nats.errors
 
+from yobidashi_harness.managed import Managed
 from yobidashi_harness.nats_server import NatsServer, free_port
 from yobidashi_harness.waiting import wait_until
 
@@ -52,7 +52,7 @@ T = TypeVar("T")
 PROBE_TIMEOUT = 2.0
 
 
-class NatsCluster:
+class NatsCluster(Managed):
     """``size`` nats-servers joined by routes into one JetStream cluster (``n1`` … ``nN``)."""
 
     def __init__(
@@ -147,17 +147,6 @@ class NatsCluster:
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
-
-    def __enter__(self) -> NatsCluster:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- who leads ----------------------------------------------------------------------------
 

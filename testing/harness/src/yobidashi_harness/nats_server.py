@@ -19,8 +19,9 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
-from types import TracebackType
 from typing import Any
+
+from yobidashi_harness.managed import Managed
 
 
 def free_port() -> int:
@@ -48,7 +49,7 @@ def docker_available() -> bool:
         return False
 
 
-class NatsServer:
+class NatsServer(Managed):
     """A nats-server child with JetStream, a fixed port and a store that survives restarts.
 
     Faults: `stop` (SIGTERM), `kill` (SIGKILL), `freeze` (SIGSTOP: the process and its sockets
@@ -175,17 +176,6 @@ class NatsServer:
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
-
-    def __enter__(self) -> NatsServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _wait_all_threads_stopped(pid: int, timeout: float = 5.0) -> None:

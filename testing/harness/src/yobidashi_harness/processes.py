@@ -12,8 +12,8 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
 
+from yobidashi_harness.managed import Managed
 from yobidashi_harness.nats_server import free_port
 
 
@@ -25,7 +25,7 @@ def script(name: str) -> str:
     return str(path)
 
 
-class ServiceProcess:
+class ServiceProcess(Managed):
     """One service (``yobidashi-ingest`` ...) started with an environment, logs to a file."""
 
     def __init__(
@@ -90,6 +90,9 @@ class ServiceProcess:
     def wait_ready(self, timeout: float = 30.0) -> None:
         self.wait_http("/readyz", timeout)
 
+    def close(self) -> None:
+        self.stop()
+
     def stop(self, timeout: float = 20.0) -> int | None:
         """SIGTERM, as Kubernetes does, and wait for a graceful exit."""
         if self._proc is None:
@@ -118,14 +121,3 @@ class ServiceProcess:
             return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
         except FileNotFoundError:
             return "(no log)"
-
-    def __enter__(self) -> ServiceProcess:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
