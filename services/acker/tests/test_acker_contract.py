@@ -68,6 +68,18 @@ ACKS_OPTIONS = {"select_acknowledges", "selectAcknowledges"}
 Frontend = Callable[..., Awaitable[ZabbixStandIn]]
 
 
+async def error_of(
+    api: HttpZabbixApi, call: Callable[[HttpZabbixApi], Awaitable[object]]
+) -> ZabbixError:
+    """The `ZabbixError` that ``call`` raises (the test fails if it raises none)."""
+    try:
+        with pytest.raises(ZabbixError) as caught:
+            await call(api)
+    finally:
+        await api.close()
+    return caught.value
+
+
 @pytest.fixture
 async def frontend() -> AsyncIterator[Frontend]:
     """Start stand-ins for a version, served on this event loop (a client that blocked the loop
@@ -198,14 +210,10 @@ async def test_behind_basic_auth_from_7_2_is_a_loud_config_error(
     zabbix = await frontend(version, basic_auth=True)
     api = connect(zabbix, "token", basic_auth=True)
     before = sample("yobidashi_acker_zabbix_config_errors_total")
-    try:
-        with pytest.raises(ZabbixError) as caught:
-            await api.acknowledge("17", 6, "ack via Yobidashi")
-    finally:
-        await api.close()
-    assert caught.value.kind is ErrorKind.CONFIG
-    assert caught.value.transient, "the ack must wait on the bus, not be dropped"
-    assert "only in the Authorization header" in str(caught.value)
+    error = await error_of(api, lambda api: api.acknowledge("17", 6, "ack via Yobidashi"))
+    assert error.kind is ErrorKind.CONFIG
+    assert error.transient, "the ack must wait on the bus, not be dropped"
+    assert "only in the Authorization header" in str(error)
     assert [s.method for s in zabbix.seen] == ["apiinfo.version"], "no auth was ever sent"
     assert sample("yobidashi_acker_zabbix_config_errors_total") == before + 1
 
@@ -213,13 +221,9 @@ async def test_behind_basic_auth_from_7_2_is_a_loud_config_error(
 async def test_wrong_basic_auth_is_an_auth_error(frontend: Frontend) -> None:
     zabbix = await frontend("6.0.14", basic_auth=True)
     api = connect(zabbix, "token", http_user=HTTP_USER, http_password="wrong-password")
-    try:
-        with pytest.raises(ZabbixError) as caught:
-            await api.check()
-    finally:
-        await api.close()
-    assert caught.value.kind is ErrorKind.AUTH
-    assert caught.value.http_status == 401
+    error = await error_of(api, lambda api: api.check())
+    assert error.kind is ErrorKind.AUTH
+    assert error.http_status == 401
 
 
 async def test_the_detected_version_and_auth_are_exported_as_an_info_metric(
@@ -296,12 +300,8 @@ async def test_a_revoked_token_is_transient_loud_and_marks_the_credentials_rejec
 async def test_a_wrong_password_is_an_auth_error(frontend: Frontend) -> None:
     zabbix = await frontend("6.0.14")
     api = HttpZabbixApi(ZabbixConnection(url=zabbix.url, username=USER, password="wrong-pass-1"))
-    try:
-        with pytest.raises(ZabbixError) as caught:
-            await api.check()
-    finally:
-        await api.close()
-    assert caught.value.kind is ErrorKind.AUTH
+    error = await error_of(api, lambda api: api.check())
+    assert error.kind is ErrorKind.AUTH
 
 
 async def test_an_upgrade_under_a_running_acker_is_followed(frontend: Frontend) -> None:
@@ -328,12 +328,8 @@ async def test_http_5xx_is_a_transient_server_error(frontend: Frontend) -> None:
     zabbix = await frontend("6.0.14")
     zabbix.faults.http_status = 502
     api = connect(zabbix, "token")
-    try:
-        with pytest.raises(ZabbixError) as caught:
-            await api.check()
-    finally:
-        await api.close()
-    assert (caught.value.kind, caught.value.http_status, caught.value.transient) == (
+    error = await error_of(api, lambda api: api.check())
+    assert (error.kind, error.http_status, error.transient) == (
         ErrorKind.SERVER,
         502,
         True,
@@ -352,12 +348,8 @@ async def test_empty_or_html_answers_are_transient(
     zabbix = await frontend("6.0.14")
     zabbix.faults.raw_answer = answer
     api = connect(zabbix, "token")
-    try:
-        with pytest.raises(ZabbixError) as caught:
-            await api.version()
-    finally:
-        await api.close()
-    assert caught.value.kind is kind
+    error = await error_of(api, lambda api: api.version())
+    assert error.kind is kind
 
 
 async def test_unknown_event_and_bad_params_are_permanent(frontend: Frontend) -> None:
@@ -389,12 +381,8 @@ async def test_nothing_listening_is_a_transport_error() -> None:
     api = HttpZabbixApi(
         ZabbixConnection(url=f"http://127.0.0.1:{port}", username=USER, api_token=TOKEN)
     )
-    try:
-        with pytest.raises(ZabbixError) as caught:
-            await api.check()
-    finally:
-        await api.close()
-    assert caught.value.kind is ErrorKind.TRANSPORT
+    error = await error_of(api, lambda api: api.check())
+    assert error.kind is ErrorKind.TRANSPORT
     assert api.status.reachable is False
 
 
@@ -404,12 +392,8 @@ async def test_a_connection_closed_without_an_answer_is_a_transport_error(
     zabbix = await frontend("7.0.22")
     zabbix.faults.down = True
     api = connect(zabbix, "token")
-    try:
-        with pytest.raises(ZabbixError) as caught:
-            await api.check()
-    finally:
-        await api.close()
-    assert caught.value.kind is ErrorKind.TRANSPORT
+    error = await error_of(api, lambda api: api.check())
+    assert error.kind is ErrorKind.TRANSPORT
     assert api.status.reachable is False
 
 
