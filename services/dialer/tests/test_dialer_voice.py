@@ -12,6 +12,7 @@ from yobidashi_dialer.voice import (
     PHRASES,
     Announcement,
     Keys,
+    Language,
     Voices,
     after_key,
     call_twiml,
@@ -35,15 +36,24 @@ def doc(xml: str) -> ET.Element:
     return ET.fromstring(xml)
 
 
-def test_japanese_call_reads_severity_host_problem_and_age_then_the_menu() -> None:
-    xml = call_twiml(
-        [ann("ディスク使用率が90%を超えました", "db01", minutes=12)],
-        phrases=PHRASES["ja"],
+def call(problems: list[Announcement], language: Language, gather_url: str = "u") -> str:
+    """The document a call starts with, as the dialer builds it with the default keys."""
+    return call_twiml(
+        problems,
+        phrases=PHRASES[language],
         voices=VOICES,
-        gather_url="https://y.example/twilio/voice/gather?call=c1&round=1",
+        gather_url=gather_url,
         gather_timeout=6,
         now=NOW,
         keys=Keys(),
+    )
+
+
+def test_japanese_call_reads_severity_host_problem_and_age_then_the_menu() -> None:
+    xml = call(
+        [ann("ディスク使用率が90%を超えました", "db01", minutes=12)],
+        "ja",
+        gather_url="https://y.example/twilio/voice/gather?call=c1&round=1",
     )
     root = doc(xml)
     gather = root.find("Gather")
@@ -87,15 +97,7 @@ def test_unknown_start_time_says_nothing_about_age() -> None:
 
 def test_xml_metacharacters_are_escaped_and_control_characters_dropped() -> None:
     title = 'a < b && c > "d" \x00\x07 </Say><Hangup/>'
-    xml = call_twiml(
-        [ann(title)],
-        phrases=PHRASES["en"],
-        voices=VOICES,
-        gather_url="u",
-        gather_timeout=6,
-        now=NOW,
-        keys=Keys(),
-    )
+    xml = call([ann(title)], "en")
     root = doc(xml)  # parses: the document is still valid XML
     assert root.find("Hangup") is None
     said = root.find("Gather/Say")
@@ -107,15 +109,7 @@ def test_xml_metacharacters_are_escaped_and_control_characters_dropped() -> None
 
 def test_long_text_is_cut_at_a_boundary_and_fits_twilios_limit() -> None:
     title = "ディスクの使用率が閾値を超えています。" * 200
-    xml = call_twiml(
-        [ann(title, "h" * 300)],
-        phrases=PHRASES["ja"],
-        voices=VOICES,
-        gather_url="u",
-        gather_timeout=6,
-        now=NOW,
-        keys=Keys(),
-    )
+    xml = call([ann(title, "h" * 300)], "ja")
     assert len(xml) <= TWIML_LIMIT
     said = doc(xml).find("Gather/Say")
     assert said is not None
@@ -136,15 +130,7 @@ def test_bundle_reads_the_count_the_worst_and_a_few() -> None:
     assert "You have 12 new problems. The highest severity is disaster." in text
     assert text.index("db01") < text.index("web00")  # worst first
     assert "And 9 more." in text
-    xml = call_twiml(
-        problems,
-        phrases=PHRASES["en"],
-        voices=VOICES,
-        gather_url="u",
-        gather_timeout=6,
-        now=NOW,
-        keys=Keys(),
-    )
+    xml = call(problems, "en")
     assert "acknowledge all of them" in xml
 
 

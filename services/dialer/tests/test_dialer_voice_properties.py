@@ -154,21 +154,26 @@ def clean(text: str) -> bool:
 # -- properties ---------------------------------------------------------------------------------
 
 
+def call(problems: list[Announcement], language: Language, gather_url: str = GATHER_URL) -> str:
+    """The document a call starts with, as the dialer builds it with the default keys."""
+    return call_twiml(
+        problems,
+        phrases=PHRASES[language],
+        voices=VOICES,
+        gather_url=gather_url,
+        gather_timeout=6,
+        now=NOW,
+        keys=Keys(),
+    )
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.lists(announcements, min_size=1, max_size=6), languages)
 @example([Announcement(Severity.HIGH, "db\x0001", "disk\ud800 <full> & ]]>", NOW)], "ja")
 def test_the_call_document_is_valid_twiml_within_limits(
     problems: list[Announcement], language: Language
 ) -> None:
-    xml = call_twiml(
-        problems,
-        phrases=PHRASES[language],
-        voices=VOICES,
-        gather_url=GATHER_URL,
-        gather_timeout=6,
-        now=NOW,
-        keys=KEYS,
-    )
+    xml = call(problems, language)
     assert len(xml) <= TWIML_LIMIT, "inline TwiML is limited to 4000 characters"
     root = parse(xml)
     [gather] = root.findall("Gather")
@@ -187,15 +192,7 @@ def test_the_call_document_is_valid_twiml_within_limits(
 )
 def test_ordinary_text_is_read_as_it_is(title: str, host: str, language: Language) -> None:
     """The flip side: sanitising must not eat what a real trigger name says."""
-    xml = call_twiml(
-        [Announcement(Severity.AVERAGE, host, title, NOW - timedelta(minutes=3))],
-        phrases=PHRASES[language],
-        voices=VOICES,
-        gather_url=GATHER_URL,
-        gather_timeout=6,
-        now=NOW,
-        keys=KEYS,
-    )
+    xml = call([Announcement(Severity.AVERAGE, host, title, NOW - timedelta(minutes=3))], language)
     alert = says(parse(xml), language)[0]
     assert host in alert
     if clean(title) and "\ufeff" not in title:
