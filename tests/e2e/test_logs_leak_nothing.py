@@ -117,10 +117,7 @@ async def test_secrets_and_numbers_never_reach_the_logs(
                     ingest,
                     json=payloads.update(
                         9104,
-                        user=everything,
-                        message=everything,
-                        name=everything,
-                        host=everything,
+                        **dict.fromkeys(("user", "message", "name", "host"), everything),
                         sendto=NATIONAL,
                     ),
                     headers=right,

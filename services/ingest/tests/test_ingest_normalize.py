@@ -196,14 +196,9 @@ def test_missing_optional_fields() -> None:
     ["{EVENT.RECOVERY.ID}", "{ALERT.SENDTO}", "{EVENT.TAGSJSON}", "*UNKNOWN*", "", "  "],
 )
 def test_literal_unresolved_macros_mean_absent(macro: str) -> None:
-    body = payloads.problem(
-        recovery_event_id=macro,
-        sendto=macro,
-        event_tags=macro,
-        update_user=macro,
-        host_groups=macro,
-        event_date=macro,
-    )
+    fields = ("recovery_event_id", "sendto", "event_tags", "update_user", "host_groups")
+    literal: dict[str, Any] = dict.fromkeys((*fields, "event_date"), macro)
+    body = payloads.problem(**literal)
     event = normalize(body)
     assert event.recovery_event_id is None
     assert event.sendto is None

@@ -223,6 +223,18 @@ def _zabbix_time(date: str | None, time: str | None, tz: ZoneInfo) -> datetime |
         return None
 
 
+# Longest first where one phrase starts another ("unacknowledged" / "acknowledged").
+_ACTION_PHRASES = (
+    ("unacknowledged", UpdateAction.UNACKNOWLEDGED),
+    ("acknowledged", UpdateAction.ACKNOWLEDGED),
+    ("commented", UpdateAction.COMMENTED),
+    ("changed severity", UpdateAction.SEVERITY_CHANGED),
+    ("closed", UpdateAction.CLOSED),
+    ("unsuppressed", UpdateAction.UNSUPPRESSED),
+    ("suppressed", UpdateAction.SUPPRESSED),
+)
+
+
 def parse_update_actions(text: str | None) -> list[UpdateAction]:
     """Read Zabbix's {EVENT.UPDATE.ACTION}, e.g. "acknowledged, commented and changed severity
     from Warning to High", into flags. The phrases come from the server's alert code."""
@@ -231,20 +243,9 @@ def parse_update_actions(text: str | None) -> list[UpdateAction]:
     found: list[UpdateAction] = []
     for part in re.split(r",\s*|\s+and\s+(?=\w)", text.lower()):
         phrase = part.strip()
-        if phrase.startswith("unacknowledged"):
-            found.append(UpdateAction.UNACKNOWLEDGED)
-        elif phrase.startswith("acknowledged"):
-            found.append(UpdateAction.ACKNOWLEDGED)
-        elif phrase.startswith("commented"):
-            found.append(UpdateAction.COMMENTED)
-        elif phrase.startswith("changed severity"):
-            found.append(UpdateAction.SEVERITY_CHANGED)
-        elif phrase.startswith("closed"):
-            found.append(UpdateAction.CLOSED)
-        elif phrase.startswith("unsuppressed"):
-            found.append(UpdateAction.UNSUPPRESSED)
-        elif phrase.startswith("suppressed"):
-            found.append(UpdateAction.SUPPRESSED)
+        action = next((a for prefix, a in _ACTION_PHRASES if phrase.startswith(prefix)), None)
+        if action is not None:
+            found.append(action)
     return list(dict.fromkeys(found))
 
 
