@@ -69,16 +69,13 @@ class Setup:
 def setup(zabbix_dev: DevInstance) -> Iterator[Setup]:
     rpc = ZabbixRpc(zabbix_dev.api_url)
     rpc.login(zabbix_dev.admin_username, zabbix_dev.admin_password)
-    groupid = zs.ensure_host_group(rpc, f"{PREFIX} hosts")
-    host = f"{PREFIX}-host"
-    hostid = zs.ensure_host(rpc, host, groupid)
-    key = "yobidashi.acker.value"
-    zs.ensure_trapper_item(rpc, hostid, key)
+    where = zs.ensure_trapper_host(rpc, PREFIX, "yobidashi.acker.value")
+    groupid, host, key = where.groupid, where.host, where.key
     closable = zs.ensure_trigger(
-        rpc, hostid, f"{PREFIX} closable", f"last(/{host}/{key})>5", manual_close=True
+        rpc, where.hostid, f"{PREFIX} closable", where.above(5), manual_close=True
     )
     not_closable = zs.ensure_trigger(
-        rpc, hostid, f"{PREFIX} not closable", f"last(/{host}/{key})>7", manual_close=False
+        rpc, where.hostid, f"{PREFIX} not closable", where.above(7), manual_close=False
     )
     # Closing needs read-write on the host group (6.0: "editable"); reading is enough to ack.
     group = zs.ensure_user_group(rpc, "Yobidashi ackers", [groupid], permission=PERM_READ_WRITE)

@@ -60,17 +60,14 @@ def ensure_role(rpc: ZabbixRpc, name: str, actions: dict[str, int]) -> str:
 @pytest.fixture
 def setup(zabbix_dev: DevInstance, zabbix_admin: ZabbixRpc) -> Iterator[Setup]:
     rpc = zabbix_admin
-    groupid = zs.ensure_host_group(rpc, f"{PREFIX} hosts")
-    host = f"{PREFIX}-host"
-    hostid = zs.ensure_host(rpc, host, groupid)
-    key = "least.privilege.value"
-    zs.ensure_trapper_item(rpc, hostid, key)
+    where = zs.ensure_trapper_host(rpc, PREFIX, "least.privilege.value")
     triggerid = zs.ensure_trigger(
-        rpc, hostid, f"{PREFIX} problem", f"last(/{host}/{key})>5", manual_close=True
+        rpc, where.hostid, f"{PREFIX} problem", where.above(5), manual_close=True
     )
-    zs.wait_for_config_sync(host, key, server_port=zabbix_dev.server_port, changed_at=time.time())
-    yield Setup(rpc, zabbix_dev, host, key, triggerid, groupid)
-    zs.send(host, key, 0, server_port=zabbix_dev.server_port)
+    port = zabbix_dev.server_port
+    zs.wait_for_config_sync(where.host, where.key, server_port=port, changed_at=time.time())
+    yield Setup(rpc, zabbix_dev, where.host, where.key, triggerid, where.groupid)
+    zs.send(where.host, where.key, 0, server_port=port)
 
 
 def fresh_problem(setup: Setup) -> str:

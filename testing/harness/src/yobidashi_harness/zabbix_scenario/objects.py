@@ -72,6 +72,28 @@ def ensure_trapper_item(
     return str(rpc.call("item.create", params)["itemids"][0])
 
 
+@dataclass(frozen=True)
+class TrapperHost:
+    """A host group, a host in it and a trapper item on it: where a test raises problems."""
+
+    groupid: str
+    hostid: str
+    host: str
+    key: str
+
+    def above(self, threshold: float) -> str:
+        """A trigger expression: the item's last value is above ``threshold``."""
+        return f"last(/{self.host}/{self.key})>{threshold:g}"
+
+
+def ensure_trapper_host(rpc: ZabbixRpc, prefix: str, key: str) -> TrapperHost:
+    groupid = ensure_host_group(rpc, f"{prefix} hosts")
+    host = f"{prefix}-host"
+    hostid = ensure_host(rpc, host, groupid)
+    ensure_trapper_item(rpc, hostid, key)
+    return TrapperHost(groupid, hostid, host, key)
+
+
 def ensure_trigger(
     rpc: ZabbixRpc,
     hostid: str,
