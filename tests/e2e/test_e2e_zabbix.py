@@ -108,6 +108,15 @@ async def test_pressing_1_acknowledges_the_event_in_zabbix(
         assert "電話で確認" in shown.text
 
 
+async def a_ringing_problem(e2e: E2E) -> tuple[str, dict[str, Any]]:
+    """A fresh problem whose call rings and rings: its event id and the call."""
+    await e2e.sim.scenario(ONCALL, KEEPS_RINGING)
+    eventid = await asyncio.to_thread(e2e.fire)
+    [call] = await e2e.sim.wait_calls(ONCALL, 1)
+    await e2e.sim.wait_status(call["sid"], "ringing")
+    return eventid, call
+
+
 @every_zabbix_version
 async def test_recovery_before_anyone_answers_cancels_the_call(
     zabbix_dev: DevInstance, tmp_path: Path
@@ -115,10 +124,7 @@ async def test_recovery_before_anyone_answers_cancels_the_call(
     async with e2e_stack(
         zabbix_dev, tmp_path, prefix="e2e-recover", phones=[ONCALL], dialer_env=LONG_RING
     ) as e2e:
-        await e2e.sim.scenario(ONCALL, KEEPS_RINGING)
-        eventid = await asyncio.to_thread(e2e.fire)
-        [call] = await e2e.sim.wait_calls(ONCALL, 1)
-        await e2e.sim.wait_status(call["sid"], "ringing")
+        eventid, call = await a_ringing_problem(e2e)
         e2e.send(0)
         journal = await e2e.sim.wait_status(call["sid"], "canceled", "completed")
         assert journal["answered_by"] is None
@@ -135,10 +141,7 @@ async def test_ack_in_the_zabbix_ui_while_ringing_stops_the_calling(
     async with e2e_stack(
         zabbix_dev, tmp_path, prefix="e2e-uiack", phones=[ONCALL], dialer_env=LONG_RING
     ) as e2e:
-        await e2e.sim.scenario(ONCALL, KEEPS_RINGING)
-        eventid = await asyncio.to_thread(e2e.fire)
-        [call] = await e2e.sim.wait_calls(ONCALL, 1)
-        await e2e.sim.wait_status(call["sid"], "ringing")
+        eventid, call = await a_ringing_problem(e2e)
         # Admin acknowledges in the UI (through the API, as the frontend does).
         await asyncio.to_thread(zs.acknowledge, e2e.rpc, eventid, "見ています")
         journal = await e2e.sim.wait_status(call["sid"], "canceled", "completed")

@@ -182,6 +182,14 @@ async def test_every_stream_bucket_and_durable_consumer_has_three_replicas(
 # -- a node down ----------------------------------------------------------------------------------
 
 
+def alerts_node(cluster: NatsCluster, role: str) -> NatsServer:
+    """The alerts stream's leader, or one of its followers."""
+    leader = cluster.wait_stream_leader(ALERTS_STREAM)
+    if role == "stream leader":
+        return leader
+    return next(node for node in cluster.nodes if node is not leader)
+
+
 @pytest.mark.parametrize("victim_role", ["follower", "stream leader"])
 async def test_an_alert_accepted_while_a_node_is_down_is_delivered(
     nats_cluster: NatsCluster, ingest: ServiceProcess, victim_role: str
@@ -190,11 +198,7 @@ async def test_an_alert_accepted_while_a_node_is_down_is_delivered(
     async with alerts_consumer(cluster) as seen, httpx.AsyncClient(timeout=30) as http:
         assert await post_until_accepted(http, ingest, 9101) == [202]
         await seen.wait_for("9101")
-        leader = await asyncio.to_thread(cluster.wait_stream_leader, ALERTS_STREAM)
-        if victim_role == "stream leader":
-            victim = leader
-        else:
-            victim = next(node for node in cluster.nodes if node is not leader)
+        victim = await asyncio.to_thread(alerts_node, cluster, victim_role)
         seen.note = lambda: victim.running
 
         victim.kill()
@@ -223,11 +227,7 @@ async def test_without_quorum_ingest_answers_503_and_the_retry_is_stored_once(
     async with alerts_consumer(cluster) as seen, httpx.AsyncClient(timeout=30) as http:
         assert await post_until_accepted(http, ingest, 9201) == [202]
         await seen.wait_for("9201")
-        leader = await asyncio.to_thread(cluster.wait_stream_leader, ALERTS_STREAM)
-        if survivor_role == "stream leader":
-            survivor = leader
-        else:
-            survivor = next(node for node in cluster.nodes if node is not leader)
+        survivor = await asyncio.to_thread(alerts_node, cluster, survivor_role)
         down = [node for node in cluster.nodes if node is not survivor]
         for node in down:
             node.kill()
