@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
-import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -38,6 +37,7 @@ from yobidashi_common.settings import NatsSettings
 from yobidashi_common.subjects import BucketSpec, StreamSpec
 from yobidashi_harness.nats_cluster import NatsCluster
 from yobidashi_harness.nats_server import NatsServer, find_nats_server
+from yobidashi_harness.tls import make_tls_files
 from yobidashi_testing.nats_fixtures import tolerates_socket_left_by_a_reconnect
 
 pytestmark = pytest.mark.integration
@@ -422,25 +422,6 @@ async def test_user_and_password_auth(binary: str) -> None:
     with NatsServer(binary, extra_args=["--user", "svc", "--pass", "pw-123456"]) as server:
         async with connected(server.url, nats_user="svc", nats_password="pw-123456") as bus:
             assert bus.ready
-
-
-def make_tls_files(directory: Path) -> tuple[Path, Path, Path]:
-    """A private CA and a server certificate for 127.0.0.1, made with openssl."""
-    ca_key, ca_crt = directory / "ca.key", directory / "ca.crt"
-    key, csr, crt = directory / "server.key", directory / "server.csr", directory / "server.crt"
-    ext = directory / "san.ext"
-    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-
-    def run(*args: str) -> None:
-        subprocess.run(["openssl", *args], check=True, capture_output=True)
-
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-        "-subj", "/CN=yobidashi-test-ca", "-keyout", str(ca_key), "-out", str(ca_crt))  # fmt: skip
-    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
-        "-keyout", str(key), "-out", str(csr))  # fmt: skip
-    run("x509", "-req", "-in", str(csr), "-CA", str(ca_crt), "-CAkey", str(ca_key),
-        "-CAcreateserial", "-days", "2", "-extfile", str(ext), "-out", str(crt))  # fmt: skip
-    return ca_crt, crt, key
 
 
 async def test_tls_with_a_custom_ca(binary: str, tmp_path: Path) -> None:

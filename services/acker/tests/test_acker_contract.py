@@ -35,7 +35,6 @@ import logging
 import secrets
 import shutil
 import socket
-import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -54,6 +53,7 @@ from yobidashi_acker.zabbix import (
 )
 from yobidashi_acker.zabbix.rules import V6_4, V7_0, parse_version
 from yobidashi_common.telemetry import configure_logging
+from yobidashi_harness.tls import make_tls_files
 from yobidashi_zabbix_standin import ZabbixStandIn, serve
 
 VERSIONS = ["6.0.14", "6.4.21", "7.0.22", "7.2.6", "7.4.2", "8.0.0"]
@@ -474,63 +474,6 @@ async def test_no_password_or_token_reaches_the_logs_even_at_debug(
 
 
 # -- TLS -----------------------------------------------------------------------------------------
-
-
-def make_tls_files(directory: Path) -> tuple[Path, Path, Path]:
-    """A private CA and a certificate for 127.0.0.1 signed by it, made with openssl."""
-    ca_key, ca_crt = directory / "ca.key", directory / "ca.crt"
-    key, csr, crt = directory / "server.key", directory / "server.csr", directory / "server.crt"
-    ext = directory / "san.ext"
-    ext.write_text("subjectAltName=IP:127.0.0.1\n")
-
-    def run(*args: str) -> None:
-        subprocess.run(["openssl", *args], check=True, capture_output=True)
-
-    run(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=yobidashi-acker-test-ca",
-        "-keyout",
-        str(ca_key),
-        "-out",
-        str(ca_crt),
-    )
-    run(
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=127.0.0.1",
-        "-keyout",
-        str(key),
-        "-out",
-        str(csr),
-    )
-    run(
-        "x509",
-        "-req",
-        "-in",
-        str(csr),
-        "-CA",
-        str(ca_crt),
-        "-CAkey",
-        str(ca_key),
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        str(ext),
-        "-out",
-        str(crt),
-    )
-    return ca_crt, crt, key  # fmt: skip
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
