@@ -38,12 +38,13 @@ from yobidashi_common.events import (
     KeyPressed,
     ProblemRef,
 )
-from yobidashi_common.subjects import ACKS_STREAM, DLQ_STREAM, keys_subject
+from yobidashi_common.subjects import ACKS_STREAM, DLQ_STREAM
 from yobidashi_harness import zabbix_scenario as zs
 from yobidashi_harness.nats_server import NatsServer, free_port
 from yobidashi_harness.processes import ServiceProcess
 from yobidashi_harness.zabbix_api import ZabbixRpc
 from yobidashi_harness.zabbix_dev import DevInstance, start_frontend, stop_frontend
+from yobidashi_testing.stack import Bus
 
 pytestmark = [pytest.mark.zabbix, pytest.mark.integration]
 
@@ -124,15 +125,8 @@ def keypress(
 
 
 async def publish(url: str, kp: KeyPressed, msg_id: str | None = None) -> None:
-    nc = await nats.connect(url)
-    try:
-        await nc.jetstream().publish(
-            keys_subject(kp.action.value),
-            kp.to_bytes(),
-            headers={"Nats-Msg-Id": msg_id or f"{kp.id}.{next(_n)}"},
-        )
-    finally:
-        await nc.close()
+    async with Bus(url) as bus:
+        await bus.publish_keypress(kp, msg_id or f"{kp.id}.{next(_n)}")
 
 
 async def stream(url: str, name: str) -> list[tuple[bytes, dict[str, str]]]:

@@ -37,7 +37,8 @@ from yobidashi_common.events import (
     KeyPressed,
     ProblemRef,
 )
-from yobidashi_common.subjects import ACKS_STREAM, DLQ_STREAM, keys_subject
+from yobidashi_common.subjects import ACKS_STREAM, DLQ_STREAM
+from yobidashi_testing.stack import Bus
 from yobidashi_zabbix_standin import (
     CANNOT_CLOSE,
     DROP,
@@ -118,15 +119,8 @@ class Harness:
         return client
 
     async def publish(self, kp: KeyPressed, msg_id: str | None = None) -> None:
-        nc = await nats.connect(self.url)
-        try:
-            await nc.jetstream().publish(
-                keys_subject(kp.action.value),
-                kp.to_bytes(),
-                headers={"Nats-Msg-Id": msg_id or f"{kp.id}-{next(_ids)}"},
-            )
-        finally:
-            await nc.close()
+        async with Bus(self.url) as bus:
+            await bus.publish_keypress(kp, msg_id or f"{kp.id}-{next(_ids)}")
 
     async def messages(self, stream: str) -> list[tuple[str, bytes, dict[str, str]]]:
         nc = await nats.connect(self.url)
