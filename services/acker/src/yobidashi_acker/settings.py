@@ -13,7 +13,7 @@ import string
 from pathlib import Path
 from typing import Annotated, Self
 from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
@@ -21,7 +21,13 @@ from pydantic_settings import NoDecode
 from yobidashi_acker.zabbix import ZabbixConnection
 from yobidashi_common.bus import backoff_delay
 from yobidashi_common.events import OWN_ACK_MARKER
-from yobidashi_common.settings import Seconds, ServiceSettings, parse_duration, secret_value
+from yobidashi_common.settings import (
+    Seconds,
+    ServiceSettings,
+    TimeZoneName,
+    parse_duration,
+    secret_value,
+)
 
 DEFAULT_MESSAGE_TEMPLATE = (
     "{verb} by phone by {who} ({number}) at {time} via Yobidashi [call {call_sid}/ref {ref}]{note}"
@@ -83,7 +89,7 @@ class AckerSettings(ServiceSettings):
         "the ack came by phone; ingest knows our own acks by it where Zabbix hides the "
         "updater) and {ref} (the acker finds its own writes by it).",
     )
-    acker_default_timezone: str = Field(
+    acker_default_timezone: TimeZoneName = Field(
         "Asia/Tokyo",
         description="Timezone for the message time when a contact's timezone is unknown.",
     )
@@ -157,15 +163,6 @@ class AckerSettings(ServiceSettings):
         if value and not Path(value).is_file():
             raise ValueError(f"no such file: {value}")
         return value or None
-
-    @field_validator("acker_default_timezone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown timezone {value!r} (use an IANA name)") from None
-        return value
 
     @field_validator("acker_retry_backoff", mode="before")
     @classmethod

@@ -9,7 +9,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
 
 from yobidashi_common.phone import InvalidPhoneNumber, normalize
-from yobidashi_common.settings import Seconds, ServiceSettings
+from yobidashi_common.settings import Seconds, ServiceSettings, TimeZoneName
 from yobidashi_dialer.voice.phrases import Keys
 
 
@@ -53,7 +53,7 @@ class DialerSettings(ServiceSettings):
     dial_default_language: Literal["ja", "en"] = Field(
         "ja", description="Language for callees the on-call config does not know."
     )
-    dial_default_timezone: str = Field(
+    dial_default_timezone: TimeZoneName = Field(
         "Asia/Tokyo", description="Timezone for callees the on-call config does not know."
     )
     dial_max_attempts: int = Field(3, ge=1, le=10, description="Per person and step.")

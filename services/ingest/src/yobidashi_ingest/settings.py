@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import NoDecode
+from pydantic import Field, SecretStr
 
-from yobidashi_common.settings import Seconds, ServiceSettings
+from yobidashi_common.settings import CommaSeparated, Seconds, ServiceSettings, TimeZoneName
 
 
 class IngestSettings(ServiceSettings):
@@ -22,32 +20,14 @@ class IngestSettings(ServiceSettings):
     ingest_retry_after: Seconds = Field(
         10.0, description="Retry-After on 503, so Zabbix's media-type retries come back later."
     )
-    zabbix_timezone: str = Field(
+    zabbix_timezone: TimeZoneName = Field(
         "UTC", description="Timezone of {EVENT.DATE}/{EVENT.TIME} (the media user's timezone)."
     )
     zabbix_url: str | None = Field(None, description="Zabbix frontend URL, for links back.")
-    zabbix_own_users: Annotated[list[str], NoDecode] = Field(
+    zabbix_own_users: CommaSeparated = Field(
         default_factory=lambda: ["yobidashi-acker"],
         description="Zabbix usernames whose updates are Yobidashi's own acks coming back.",
     )
-
-    @field_validator("zabbix_own_users", mode="before")
-    @classmethod
-    def _split(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [u.strip() for u in value.split(",") if u.strip()]
-        return value
-
-    @field_validator("zabbix_timezone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(
-                f"unknown timezone {value!r} (use an IANA name like Asia/Tokyo)"
-            ) from None
-        return value
 
     @property
     def timezone(self) -> ZoneInfo:

@@ -10,7 +10,6 @@ import re
 from datetime import date, datetime, time, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import holidays
 from pydantic import (
@@ -25,7 +24,7 @@ from pydantic import (
 
 from yobidashi_common.events import Severity
 from yobidashi_common.phone import E164, InvalidPhoneNumber, normalize
-from yobidashi_common.settings import parse_duration
+from yobidashi_common.settings import TimeZoneName, parse_duration
 
 Id = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]+$", min_length=1, max_length=64)]
 
@@ -42,15 +41,7 @@ def _duration(value: Any) -> Any:
 Duration = Annotated[timedelta, BeforeValidator(_duration)]
 
 
-def _zone(value: str) -> str:
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown timezone {value!r} (use an IANA name like Asia/Tokyo)") from None
-    return value
-
-
-Zone = Annotated[str, BeforeValidator(_zone)]
+Zone = TimeZoneName
 
 
 class _Model(BaseModel):
