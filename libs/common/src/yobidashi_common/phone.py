@@ -8,6 +8,7 @@ speech and Zabbix messages, and many real numbers share one.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import NewType
 
 import phonenumbers
@@ -34,6 +35,7 @@ def normalize(raw: str, default_region: str = "JP") -> E164:
     return E164(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164))
 
 
+@lru_cache(maxsize=16384)  # each alert's log line masks its recipient: a team has few numbers
 def mask(number: str) -> MaskedNumber:
     """Hide the middle of a number: ``+819012345678`` becomes ``+81 90-****-5678``.
 
