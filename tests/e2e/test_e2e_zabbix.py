@@ -103,9 +103,18 @@ async def test_pressing_1_acknowledges_the_event_in_zabbix(
         assert {"name": "Yobidashi", "url": page} in problem["urls"]
         async with httpx.AsyncClient() as http:
             shown = await http.get(page, headers={"Accept-Language": "ja"})
+            acker_metrics = (await http.get(f"{e2e.acker.url}/metrics")).text
         assert shown.status_code == 200
         assert e2e.scenario.names.trigger in shown.text
         assert "電話で確認" in shown.text
+
+        # The acker says which Zabbix it found and how it authenticates to it.
+        auth = "header" if zabbix_dev.version != "6.0" else "body"
+        info = (
+            f'yobidashi_acker_zabbix_info{{auth="{auth}",credential="token",'
+            f'version="{zabbix_dev.zabbix_version}"}} 1.0'
+        )
+        assert info in acker_metrics
 
 
 async def a_ringing_problem(e2e: E2E) -> tuple[str, dict[str, Any]]:
