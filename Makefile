@@ -17,7 +17,7 @@ ZABBIX_DEV := deploy/zabbix/dev/zabbix-dev
 ZABBIX_TEST_VERSIONS := 6.0 7.0
 
 .PHONY: help setup system-deps system-deps-run venv zabbix-install zabbix-up lint fmt test \
-	test-unit run run-zabbix screenshots bench chaos media-type images compose-test clean
+	test-unit run run-zabbix screenshots bench chaos chaos-cluster-short media-type images compose-test clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -52,11 +52,25 @@ fmt: venv ## apply ruff's formatting and safe fixes
 	$(VENV)/bin/ruff check --fix $(PY_SOURCES)
 	$(VENV)/bin/ruff format $(PY_SOURCES)
 
-test: setup lint zabbix-up ## set up, lint, then run every test against real NATS, Zabbix and the simulator (the images: make compose-test)
-	$(VENV)/bin/pytest -m "not containers"
+# Three workers on two cores: the tests mostly wait (see conftest.py for what runs serially).
+PARALLEL ?= -n 3 --dist loadgroup
 
-chaos: setup zabbix-up ## 1,000 problems through a stack that keeps being broken, then the audit (CHAOS_* to change)
-	CHAOS_PROBLEMS=$${CHAOS_PROBLEMS:-1000} CHAOS_ZABBIX_OUTAGE=$${CHAOS_ZABBIX_OUTAGE:-60} \
+test: setup lint zabbix-up ## set up, lint, then run every test against real NATS, Zabbix and the simulator (the images: make compose-test)
+	$(VENV)/bin/pytest -m "not containers" $(PARALLEL)
+
+# CHAOS_CLUSTER=1: on a 3-node JetStream cluster with two replicas of each service.
+CHAOS_CLUSTER ?= 0
+
+chaos: setup zabbix-up ## 1,000 problems through a stack that keeps being broken, then the audit (CHAOS_* to change; CHAOS_CLUSTER=1 for the cluster)
+	CHAOS_CLUSTER=$(CHAOS_CLUSTER) CHAOS_PROBLEMS=$${CHAOS_PROBLEMS:-1000} \
+		CHAOS_ZABBIX_OUTAGE=$${CHAOS_ZABBIX_OUTAGE:-60} \
+		$(VENV)/bin/pytest tests/chaos -s -p no:cacheprovider
+
+# CI's short cluster pass: every cluster fault once, with short freezes (no apt: CI ran
+# `make test` first, which set everything up).
+chaos-cluster-short: venv zabbix-up ## a short chaos pass on the 3-node cluster (60 problems, shortened faults)
+	CHAOS_CLUSTER=1 CHAOS_PROBLEMS=60 CHAOS_LONG_FREEZE=20 CHAOS_SHORT_FREEZE=8 \
+		CHAOS_ZONE_DOWN=5 CHAOS_ZABBIX_OUTAGE=10 \
 		$(VENV)/bin/pytest tests/chaos -s -p no:cacheprovider
 
 bench: setup zabbix-up ## every benchmark, each figure printed beside its target (bench/README.md)

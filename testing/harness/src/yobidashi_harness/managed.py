@@ -13,7 +13,11 @@ class Managed:
         raise NotImplementedError
 
     def __enter__(self) -> Self:
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.close()  # what a failed start left behind (a child, a temporary store)
+            raise
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()

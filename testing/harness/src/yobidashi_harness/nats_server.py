@@ -49,6 +49,10 @@ def docker_available() -> bool:
         return False
 
 
+class ExitedAtStart(RuntimeError):
+    """The server exited before it was healthy (a taken port, a bad flag)."""
+
+
 class NatsServer(Managed):
     """A nats-server child with JetStream, a fixed port and a store that survives restarts.
 
@@ -74,6 +78,9 @@ class NatsServer(Managed):
         self.store_dir = store_dir
         self.port = port or free_port()
         self.monitor_port = free_port()
+        # Ports we picked can be taken by another process before the server binds them (tests
+        # run in parallel): its first start may pick again. A restart keeps its ports.
+        self._may_repick = port is None
         self.extra_args = extra_args or []
         self.log_file = log_file
         self._proc: subprocess.Popen[bytes] | None = None
@@ -111,7 +118,15 @@ class NatsServer(Managed):
         else:
             with open(self.log_file, "ab") as out:  # the child keeps its own descriptor
                 self._proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-        self._wait_healthy(timeout)
+        try:
+            self._wait_healthy(timeout)
+        except ExitedAtStart:
+            if not self._may_repick:
+                raise
+            self._may_repick = False
+            self.port, self.monitor_port = free_port(), free_port()
+            return self.start(timeout)
+        self._may_repick = False
         return self
 
     def _wait_healthy(self, timeout: float) -> None:
@@ -119,7 +134,7 @@ class NatsServer(Managed):
         url = f"http://127.0.0.1:{self.monitor_port}/healthz?js-enabled-only=true"
         while time.monotonic() < deadline:
             if self._proc is not None and self._proc.poll() is not None:
-                raise RuntimeError(f"nats-server exited with {self._proc.returncode}")
+                raise ExitedAtStart(f"nats-server exited with {self._proc.returncode}")
             with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as resp:
                 if resp.status == 200:
                     return
