@@ -517,3 +517,27 @@ async def test_callee_hangup_and_journal_reset(
     assert (await http.delete("/sim/journal")).status_code == 204
     assert (await http.get("/sim/calls")).json() == {"calls": []}
     assert (await http.get("/sim/creates")).json() == {"creates": []}
+
+
+async def test_held_dialling_keeps_accepted_calls_queued_until_released(
+    http: httpx.AsyncClient, receiver: Receiver, async_twilio: Any
+) -> None:
+    """As when Twilio's carrier side is down: the create is accepted, the call never rings."""
+    assert (await http.put("/sim/settings", json={"dialling_held": True})).status_code == 200
+    await set_scenario(http, TO, {"answer": "no-answer"})
+    held = await async_twilio.calls.create_async(
+        to=TO, from_=FROM, url=receiver.url("/voice"), status_callback=receiver.url("/s")
+    )
+    assert held.status == "queued"
+    # Two more requests served: an unheld first call would have left the queue by now.
+    later = await async_twilio.calls.create_async(to=TO, from_=FROM, url=receiver.url("/voice"))
+    for sid in (held.sid, later.sid):
+        fetched = await async_twilio.calls(sid).fetch_async()
+        assert fetched.status == "queued"
+    assert receiver.at("/s") == []
+    assert (await http.put("/sim/settings", json={"dialling_held": False})).status_code == 200
+    await wait_status(http, held.sid, "ringing")
+    await async_twilio.calls(held.sid).update_async(status="canceled")
+    await async_twilio.calls(later.sid).update_async(status="canceled")
+    for sid in (held.sid, later.sid):
+        assert (await wait_call_done(http, sid))["status"] == "canceled"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, HTTPException, Response
+from fastapi import APIRouter, Body, HTTPException, Query, Response
 
 from yobidashi_twilio_sim.calls import Call
 from yobidashi_twilio_sim.engine import CallEngine
@@ -12,6 +12,7 @@ from yobidashi_twilio_sim.journal import Journal
 from yobidashi_twilio_sim.models import (
     DigitsRequest,
     Faults,
+    InboundRequest,
     RuntimeSettings,
     Scenario,
     SettingsPatch,
@@ -62,12 +63,17 @@ def build_admin_router(
         return {"status": "ok", "queued": engine.queued_calls, "live": engine.live_calls}
 
     @router.get("/sim/calls")
-    async def list_calls(to: str | None = None, status: str | None = None) -> dict[str, Any]:
+    async def list_calls(
+        to: str | None = None,
+        status: str | None = None,
+        from_: Annotated[str | None, Query(alias="from")] = None,
+    ) -> dict[str, Any]:
         return {
             "calls": [
                 call.journal()
                 for call in journal.calls.values()
                 if (to is None or call.options.to == to)
+                and (from_ is None or call.options.from_ == from_)
                 and (status is None or call.status == status)
             ]
         }
@@ -80,9 +86,20 @@ def build_admin_router(
     async def call_digits(sid: str, body: DigitsRequest) -> dict[str, Any]:
         return press(call_or_404(sid), body.digits)
 
+    @router.post("/sim/inbound", status_code=201)
+    async def inbound(body: InboundRequest) -> dict[str, Any]:
+        call = engine.inbound_call(
+            engine.settings.account_sid, body.from_, body.to, body.url, body.method
+        )
+        return call.journal()
+
     @router.get("/sim/creates")
     async def list_creates() -> dict[str, Any]:
         return {"creates": journal.creates_view()}
+
+    @router.get("/sim/requests")
+    async def list_requests() -> dict[str, Any]:
+        return {"requests": [vars(r) for r in journal.requests]}
 
     @router.delete("/sim/journal", status_code=204)
     async def reset_journal() -> Response:

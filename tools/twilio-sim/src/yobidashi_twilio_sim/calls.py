@@ -50,6 +50,7 @@ class CallOptions:
     async_amd_status_callback: str | None = None
     async_amd_status_callback_method: str = "POST"
     send_digits: str | None = None
+    direction: str = "outbound-api"  # or "inbound": someone called one of our numbers
 
 
 @dataclass
@@ -133,7 +134,7 @@ class Call:
             "caller_name": None,
             "date_created": rfc2822(self.created_at),
             "date_updated": rfc2822(self.updated_at),
-            "direction": "outbound-api",
+            "direction": self.options.direction,
             "duration": None if self.call_duration is None else str(self.call_duration),
             "end_time": rfc2822(self.ended_at) if self.dialled_at is not None else None,
             "forwarded_from": None,
@@ -161,6 +162,7 @@ class Call:
             "sid": self.sid,
             "to": self.options.to,
             "from": self.options.from_,
+            "direction": self.options.direction,
             "status": self.status,
             "activity": self.activity,
             "answered_by": self.answered_by,

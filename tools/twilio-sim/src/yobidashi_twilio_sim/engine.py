@@ -11,7 +11,7 @@ import asyncio
 import math
 import time
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import suppress
 from dataclasses import replace
 from typing import Any, TypeVar
@@ -148,12 +148,12 @@ class CallEngine:
 
     async def _dispatch_loop(self) -> None:
         while True:
-            if not self._queue:
+            if not self._queue or self.runtime.dialling_held:
                 self._queue_changed.clear()
                 await self._queue_changed.wait()
                 continue
             await self._wait_for_dial_slot()
-            if self._queue:
+            if self._queue and not self.runtime.dialling_held:
                 self._dial(self._queue.popleft())
 
     async def _wait_for_dial_slot(self) -> None:
@@ -177,14 +177,18 @@ class CallEngine:
             call.error(CONCURRENCY_LIMIT_EXCEEDED, "Call concurrency limit exceeded")
             self.finish(call, "failed")
             return
-        self._live.add(call.sid)
-        call.control.task = self.spawn(self._run_call(call), name=f"call-{call.sid}")
+        self._go_live(call, self._ring, name=f"call-{call.sid}")
 
     # --------------------------------------------------------------------- one call's life
 
-    async def _run_call(self, call: Call) -> None:
+    def _go_live(self, call: Call, life: Callable[[Call], Awaitable[None]], *, name: str) -> None:
+        """Count ``call`` as live and run ``life`` for it in its own task."""
+        self._live.add(call.sid)
+        call.control.task = self.spawn(self._live_call(call, life), name=name)
+
+    async def _live_call(self, call: Call, life: Callable[[Call], Awaitable[None]]) -> None:
         try:
-            await self._ring(call)
+            await life(call)
         except Interrupted:
             pass  # hung up from outside; `finish` already ran
         except Exception as exc:  # a simulator bug must not leave the call dangling
@@ -421,7 +425,7 @@ class CallEngine:
             ("CallerCountry", country_of(from_)),
             ("CallerState", ""),
             ("CallerZip", ""),
-            ("Direction", "outbound-api"),
+            ("Direction", call.options.direction),
             ("From", from_),
             ("FromCity", ""),
             ("FromCountry", country_of(from_)),
@@ -566,8 +570,44 @@ class CallEngine:
         call.control.buffered_digits.extend(keys)
         return False
 
+    # ------------------------------------------------------------------ incoming calls
+
+    def inbound_call(self, account_sid: str, from_: str, to: str, url: str, method: str) -> Call:
+        """Someone at ``from_`` calls our number ``to``, whose Voice URL is ``url``.
+
+        The caller's phone follows the scenario for ``from_`` (its keypresses, its hang-up).
+        Incoming calls are not dialled, so no CPS or concurrency limit applies; the call is
+        answered at once and Twilio asks the Voice URL what to do.
+        """
+        scenario = self.scenarios.next_for(from_)
+        now = time.time()
+        call = Call(
+            sid=new_sid("CA"),
+            account_sid=account_sid,
+            options=CallOptions(
+                to=to,
+                from_=from_,
+                source=TwimlSource(url=url, method=method),
+                direction="inbound",
+            ),
+            received_params={},
+            scenario=scenario,
+            created_at=now,
+            updated_at=now,
+        )
+        call.control.scenario_presses.extend(scenario.digits)
+        call.dialled_at = now
+        call.set_status("ringing")
+        self.journal.add_call(call)
+        self._go_live(call, self._pick_up, name=f"inbound-{call.sid}")
+        return call
+
+    async def _pick_up(self, call: Call) -> None:
+        await self._answered(call, call.scenario)
+
     def apply_settings(self, **changes: Any) -> RuntimeSettings:
         self.runtime = self.runtime.model_copy(update=changes)
+        self._queue_changed.set()  # a released hold, or a higher CPS, lets the queue move
         return self.runtime
 
     @property

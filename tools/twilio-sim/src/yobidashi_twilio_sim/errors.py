@@ -20,6 +20,15 @@ CALL_NOT_IN_PROGRESS = 21220
 STATUS_CALLBACK_INVALID = 21609
 STATUS_CALLBACK_EVENT_INVALID = 21626
 TWIML_TOO_LONG = 32018
+# Refusals of an account that cannot call (the `refuse_creates` fault): status and message.
+ACCOUNT_REFUSALS: dict[int, tuple[int, str]] = {
+    10001: (400, "Account is not active"),
+    20003: (401, "Authenticate"),
+    20005: (403, "Account not active"),
+    21210: (400, "The source phone number provided is not yet verified for your account."),
+    21215: (400, "Geo Permission configuration is not permitting call"),
+    21216: (400, "Call blocked by Twilio blocklist or geo permissions"),
+}
 
 
 class TwilioApiError(Exception):

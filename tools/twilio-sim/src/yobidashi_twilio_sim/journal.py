@@ -18,12 +18,26 @@ class CreateRecord:
     http_status: int = 0
     error_code: int | None = None
     call_sid: str | None = None
+    api_host: str = ""
+
+
+@dataclass(frozen=True)
+class ApiRequest:
+    """One REST request and the host it was addressed to. The Twilio library splices the edge
+    and region into the host (api.tokyo.jp1.twilio.com); a client redirected to the simulator
+    still sends that host, so tests can see which edge each create, fetch and update used."""
+
+    method: str
+    path: str
+    host: str
+    operation: str
 
 
 @dataclass
 class Journal:
     calls: dict[str, Call] = field(default_factory=dict)
     creates: list[CreateRecord] = field(default_factory=list)
+    requests: list[ApiRequest] = field(default_factory=list)
 
     def record_create(self, arrived_at: float, params: dict[str, list[str]]) -> CreateRecord:
         record = CreateRecord(seq=len(self.creates), arrived_at=arrived_at, params=params)
@@ -39,7 +53,8 @@ class Journal:
     def live_call_for(self, number: str) -> Call | None:
         """The most recent not-yet-ended call to `number`."""
         for call in reversed(self.calls.values()):
-            if call.options.to == number and not call.is_ended():
+            phone = call.options.from_ if call.options.direction == "inbound" else call.options.to
+            if phone == number and not call.is_ended():
                 return call
         return None
 
@@ -61,6 +76,7 @@ class Journal:
                     "http_status": record.http_status,
                     "error_code": record.error_code,
                     "call_sid": record.call_sid,
+                    "api_host": record.api_host,
                     "dialled_at": call.dialled_at if call else None,
                     "status": call.status if call else None,
                 }
@@ -70,3 +86,4 @@ class Journal:
     def clear(self) -> None:
         self.calls.clear()
         self.creates.clear()
+        self.requests.clear()

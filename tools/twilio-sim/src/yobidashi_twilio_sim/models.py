@@ -55,6 +55,12 @@ class Faults(BaseModel):
         description="Deterministic: the next creates get these statuses, in order.",
     )
     seed: int | None = Field(None, description="Seed for the random draws.")
+    refuse_creates: Literal[10001, 20003, 20005, 21210, 21215, 21216] | None = Field(
+        None,
+        description="Every create is refused with this Twilio error, as an account that "
+        "cannot call answers: 10001/20005 account not active (suspended), 20003 bad "
+        "credentials (401), 21210 caller ID not verified, 21215/21216 geo permissions.",
+    )
 
     @model_validator(mode="after")
     def _rates_fit(self) -> Faults:
@@ -73,6 +79,11 @@ class SettingsPatch(BaseModel):
     time_scale: float | None = Field(None, gt=0)
     say_seconds_per_char: float | None = Field(None, ge=0)
     amd_detection_seconds: float | None = Field(None, ge=0)
+    dialling_held: bool | None = Field(
+        None,
+        description="True: creates are still accepted, but no call leaves the queue (the "
+        "carrier side is down); they stay `queued` until it is False again.",
+    )
 
 
 class RuntimeSettings(BaseModel):
@@ -83,6 +94,18 @@ class RuntimeSettings(BaseModel):
     time_scale: float
     say_seconds_per_char: float
     amd_detection_seconds: float
+    dialling_held: bool = False
+
+
+class InboundRequest(BaseModel):
+    """``POST /sim/inbound``: a phone calls one of our numbers."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    from_: str = Field(alias="from", pattern=r"^\+[1-9][0-9]{6,14}$", description="The caller.")
+    to: str = Field(pattern=r"^\+[1-9][0-9]{6,14}$", description="Our number.")
+    url: str = Field(pattern=r"^https?://", description="That number's Voice URL.")
+    method: str = Field("POST", pattern="^(GET|POST)$")
 
 
 class DigitsRequest(BaseModel):

@@ -25,7 +25,7 @@ from yobidashi_twilio_sim.calls import (
 )
 from yobidashi_twilio_sim.engine import CallEngine
 from yobidashi_twilio_sim.errors import TwilioApiError
-from yobidashi_twilio_sim.journal import Journal
+from yobidashi_twilio_sim.journal import ApiRequest, Journal
 from yobidashi_twilio_sim.models import Faults
 from yobidashi_twilio_sim.settings import SimSettings
 from yobidashi_twilio_sim.util import API_VERSION, is_endpoint, is_http_url, new_sid
@@ -59,6 +59,9 @@ class FaultInjector:
 
     def create_fault(self) -> TwilioApiError | None:
         faults = self.faults
+        if faults.refuse_creates is not None:
+            refused, message = errors.ACCOUNT_REFUSALS[faults.refuse_creates]
+            return TwilioApiError(refused, faults.refuse_creates, message)
         status: int | None = None
         if faults.next_create_statuses:
             status = faults.next_create_statuses.pop(0)
@@ -256,7 +259,10 @@ def build_rest_router(
 ) -> APIRouter:
     router = APIRouter(prefix=f"/{API_VERSION}/Accounts/{{account_sid}}")
 
-    async def preflight(request: Request, account_sid: str) -> None:
+    async def preflight(request: Request, account_sid: str, operation: str) -> None:
+        journal.requests.append(
+            ApiRequest(request.method, request.url.path, request.headers.get("host", ""), operation)
+        )
         await faults.delay()
         if (down := faults.unavailable()) is not None:
             raise down
@@ -283,8 +289,9 @@ def build_rest_router(
         arrived_at = time.time()
         form = parse_form(await request.body())
         record = journal.record_create(arrived_at, form)
+        record.api_host = request.headers.get("host", "")
         try:
-            await preflight(request, account_sid)
+            await preflight(request, account_sid, "create")
             if (fault := faults.create_fault()) is not None:
                 raise fault
             options = parse_create(form)
@@ -298,7 +305,7 @@ def build_rest_router(
     @router.get("/Calls.json")
     async def list_calls(account_sid: str, request: Request) -> Response:
         try:
-            await preflight(request, account_sid)
+            await preflight(request, account_sid, "list")
             query = request.query_params
             query_form = {key: query.getlist(key) for key in query}
             page_size = min(
@@ -345,7 +352,7 @@ def build_rest_router(
     @router.get("/Calls/{sid}.json")
     async def fetch_call(account_sid: str, sid: str, request: Request) -> Response:
         try:
-            await preflight(request, account_sid)
+            await preflight(request, account_sid, "fetch")
             call = find(account_sid, sid)
         except TwilioApiError as exc:
             return exc.response()
@@ -355,7 +362,7 @@ def build_rest_router(
     async def update_call(account_sid: str, sid: str, request: Request) -> Response:
         form = parse_form(await request.body())
         try:
-            await preflight(request, account_sid)
+            await preflight(request, account_sid, "update")
             call = find(account_sid, sid)
             if call.is_ended():
                 raise TwilioApiError(
@@ -395,7 +402,7 @@ def build_rest_router(
     @router.delete("/Calls/{sid}.json")
     async def delete_call(account_sid: str, sid: str, request: Request) -> Response:
         try:
-            await preflight(request, account_sid)
+            await preflight(request, account_sid, "delete")
             call = find(account_sid, sid)
         except TwilioApiError as exc:
             return exc.response()
