@@ -33,6 +33,7 @@ from yobidashi_dialer.core.model import (
     IncidentStatus,
     KeyPress,
     LeaveVoicemail,
+    Page,
     PageStatus,
     PlaceCall,
     StartTimer,
@@ -81,25 +82,26 @@ class Run:
         assert self.state is not None
         return self.state
 
-    def placed(self, page: str = "z1", sid: str = "CA1") -> Transition:
+    def calling(self, page: str) -> tuple[Page, str]:
+        """The page and the call it is on now, which every call event names."""
         p = self.inc.page(page)
         assert p is not None
         assert p.call_id is not None
+        return p, p.call_id
+
+    def placed(self, page: str = "z1", sid: str = "CA1") -> Transition:
+        p, call_id = self.calling(page)
         return self(
-            CallPlaced(
-                call_id=p.call_id, page_id=page, attempt=p.attempt, call_sid=sid, at=self.now
-            )
+            CallPlaced(call_id=call_id, page_id=page, attempt=p.attempt, call_sid=sid, at=self.now)
         )
 
     def progress(
         self, status: str, page: str = "z1", answered_by: str | None = None, after: float = 1
     ) -> Transition:
-        p = self.inc.page(page)
-        assert p is not None
-        assert p.call_id is not None
+        p, call_id = self.calling(page)
         return self(
             CallProgress(
-                call_id=p.call_id,
+                call_id=call_id,
                 call_sid=p.call_sid or "CA?",
                 status=status,
                 answered_by=answered_by,
@@ -112,14 +114,12 @@ class Run:
     def key(
         self, digit: str, action: KeyAction, page: str = "z1", name: str = "山田"
     ) -> Transition:
-        p = self.inc.page(page)
-        assert p is not None
-        assert p.call_id is not None
+        p, call_id = self.calling(page)
         return self(
             KeyPress(
                 key=KeyPressed(
-                    id=f"k-{p.call_id}-{digit}",
-                    call_id=p.call_id,
+                    id=f"k-{call_id}-{digit}",
+                    call_id=call_id,
                     call_sid=p.call_sid or "CA?",
                     problems=[self.inc.problem],
                     contact=ContactRef(id="c1", name=name, masked_number="+81 90-****-5678"),
@@ -283,12 +283,10 @@ def test_recovery_while_waiting_to_redial_cancels_the_redial() -> None:
 def test_a_status_callback_that_overtakes_the_placed_report_is_fine() -> None:
     run = Run()
     run(AlertArrived(alert=alert()))
-    p = run.inc.page("z1")
-    assert p is not None
-    assert p.call_id is not None
-    run(CallProgress(call_id=p.call_id, call_sid="CA1", status="initiated", at=T0))
-    run(CallProgress(call_id=p.call_id, call_sid="CA1", status="ringing", at=T0))
-    t = run(CallPlaced(call_id=p.call_id, page_id="z1", attempt=1, call_sid="CA1", at=T0))
+    _, call_id = run.calling("z1")
+    run(CallProgress(call_id=call_id, call_sid="CA1", status="initiated", at=T0))
+    run(CallProgress(call_id=call_id, call_sid="CA1", status="ringing", at=T0))
+    t = run(CallPlaced(call_id=call_id, page_id="z1", attempt=1, call_sid="CA1", at=T0))
     assert commands(t, EndCall) == []
     assert [c.purpose for c in commands(t, StartTimer)] == ["watchdog"]
     assert run.inc.page("z1").status is PageStatus.RINGING  # type: ignore[union-attr]
@@ -298,10 +296,8 @@ def test_call_placed_after_a_stop_is_hung_up_at_once() -> None:
     run = Run()
     run(AlertArrived(alert=alert()))
     run(AlertArrived(alert=alert(AlertStatus.RESOLVED)))
-    p = run.inc.page("z1")
-    assert p is not None
-    assert p.call_id is not None
-    t = run(CallPlaced(call_id=p.call_id, page_id="z1", attempt=1, call_sid="CA9", at=T0))
+    _, call_id = run.calling("z1")
+    t = run(CallPlaced(call_id=call_id, page_id="z1", attempt=1, call_sid="CA9", at=T0))
     assert [c.call_sid for c in commands(t, EndCall)] == ["CA9"]
 
 
@@ -440,10 +436,8 @@ def test_answered_then_hung_up_without_a_key_is_reached_not_acknowledged() -> No
 def test_failed_placement_is_unreached() -> None:
     run = Run()
     run(AlertArrived(alert=alert()))
-    p = run.inc.page("z1")
-    assert p is not None
-    assert p.call_id is not None
-    run(CallNotPlaced(call_id=p.call_id, page_id="z1", attempt=1, reason="Twilio 21211"))
+    _, call_id = run.calling("z1")
+    run(CallNotPlaced(call_id=call_id, page_id="z1", attempt=1, reason="Twilio 21211"))
     assert run.inc.page("z1").status is PageStatus.UNREACHED  # type: ignore[union-attr]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,6 +20,7 @@ from yobidashi_dialer.core.model import (
     AlertArrived,
     CallPlaced,
     CallProgress,
+    CheckCall,
     EndCall,
     Event,
     Incident,
@@ -218,6 +220,32 @@ def test_a_redial_uses_the_next_number_of_the_contact() -> None:
     assert second.contact.number == "+818010000005"
 
 
+def test_a_call_still_live_when_its_step_is_over_is_checked_at_twilio_then_the_step_moves_on() -> (
+    None
+):
+    """Its final status callback was lost (no dialer was up to take it; Twilio does not send it
+    again): the step's end asks Twilio, and the answer, not the watchdog minutes later, moves on."""
+    run = Run()
+    run.rules = dataclasses.replace(run.rules, watchdog_after=timedelta(minutes=10))
+    run(AlertArrived(alert=alert()))
+    page = run.ringing("c1")  # placed, and then nothing more is heard of it
+    run.wait(119)
+    run.fire_due()
+    assert not any(isinstance(c, CheckCall) for c in run.last.commands), "not before the wait"
+    run.wait(1)
+    run.fire_due()
+    [check] = [c for c in run.last.commands if isinstance(c, CheckCall)]
+    assert (check.call_sid, check.page_id, check.reason) == ("CA1", page.id, "step_over")
+    assert [who for _, who in run.calls] == ["c1"], "step 2 waits for the answer"
+    run(CallProgress(call_id=page.call_id, call_sid="CA1", status="failed", at=run.now))
+    assert [who for _, who in run.calls] == ["c1", "c2"]
+    run.wait(20)
+    run.outcome("c2", "failed")
+    run.run_until(4.5)
+    assert [who for _, who in run.calls] == ["c1", "c2", "c3"]
+    assert not any(isinstance(c, CheckCall) for c in run.last.commands), "c2 had ended: no check"
+
+
 def test_recovery_during_step_2_ends_everything() -> None:
     run = Run()
     run(AlertArrived(alert=alert()))
@@ -277,18 +305,13 @@ def test_parallel_then_sequential_with_a_schedule_then_repeat_then_fallback() ->
 def test_an_ack_still_counts_after_the_policy_ran_out() -> None:
     run = Run()
     run(AlertArrived(alert=alert(host="web01")))
-    run.outcome("c1", "failed")
-    run.outcome("c2", "failed")
-    run.run_until(1.1)
-    run.outcome("c3", "failed")
-    run.outcome(run.calls[-1][1], "failed")
-    run.run_until(2.2)
-    run.outcome("c1", "failed")
-    run.outcome("c2", "failed")
-    run.run_until(3.3)
-    run.outcome("c3", "failed")
-    run.outcome(run.calls[-1][1], "failed")
-    run.run_until(4.4)
+    for step_2_at, round_over_at in ((1.1, 2.2), (3.3, 4.4)):  # both rounds: nobody answers
+        run.outcome("c1", "failed")
+        run.outcome("c2", "failed")
+        run.run_until(step_2_at)
+        run.outcome("c3", "failed")
+        run.outcome(run.calls[-1][1], "failed")
+        run.run_until(round_over_at)
     run.outcome("boss", "no-answer")
     assert run.inc.status is IncidentStatus.EXHAUSTED
     # the boss calls back later and presses 1 on that call: it still acknowledges

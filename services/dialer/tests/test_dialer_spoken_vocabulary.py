@@ -15,6 +15,7 @@ import pytest
 
 from yobidashi_common.events import Severity
 from yobidashi_dialer.voice import PHRASES, Announcement, Keys, Language, spoken_alert
+from yobidashi_dialer.voice.callback_phrases import CALLBACK_PHRASES
 
 GOLDEN = Path(__file__).parent / "data" / "spoken_vocabulary.txt"
 NOW = datetime(2026, 11, 24, 3, 12, tzinfo=UTC)
@@ -79,6 +80,18 @@ def render(language: Language) -> list[str]:
             severity=phrases.severity[severity], host="db01", title=title
         )
         lines.append(f"[{severity.value}] {text}")
+    lines += ["", "-- a call into Yobidashi (call-back) --"]
+    callback = CALLBACK_PHRASES[language]
+    lines.append(f"[anyone we will not read to] {callback.neutral}")
+    lines.append(f"[asking for the PIN] {callback.pin_prompt}")
+    lines.append(f"[nothing open] {callback.nothing_open}")
+    bundle = [
+        Announcement(Severity.WARNING, "web01", "応答遅延", NOW - timedelta(minutes=1)),
+        Announcement(Severity.DISASTER, "db01", title, NOW - timedelta(minutes=10)),
+    ]
+    lines.append(
+        f"[2 problems, newest first] {spoken_alert(bundle, phrases, NOW, newest_first=True)}"
+    )
     return [*lines, ""]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -35,7 +36,10 @@ from yobidashi_common.subjects import (
     shared_streams,
 )
 from yobidashi_common.telemetry import bind_trace, register_secret
-from yobidashi_dialer import pages, views
+from yobidashi_dialer import overrides_api, pages, views
+from yobidashi_dialer.accounts import AccountConfig
+from yobidashi_dialer.breaker import BREAKERS, BreakerPolicy
+from yobidashi_dialer.callback import PAGED, CallBackLine
 from yobidashi_dialer.callbacks import Callbacks
 from yobidashi_dialer.core.decide import Rules
 from yobidashi_dialer.core.engine import Engine
@@ -49,9 +53,11 @@ from yobidashi_dialer.core.model import (
     TimerFired,
 )
 from yobidashi_dialer.dialing import DialWorker
-from yobidashi_dialer.limits import Budget
+from yobidashi_dialer.failover import AccountPool, RoutedTelephony
 from yobidashi_dialer.oncall import OnCallConfig
+from yobidashi_dialer.oncall.overrides import with_overrides
 from yobidashi_dialer.oncall.source import OnCallSource
+from yobidashi_dialer.overrides import OVERRIDES, OverrideBook
 from yobidashi_dialer.runner import Runner
 from yobidashi_dialer.settings import DialerSettings
 from yobidashi_dialer.store import (
@@ -69,6 +75,7 @@ from yobidashi_dialer.store import (
 )
 from yobidashi_dialer.telephony import Telephony
 from yobidashi_dialer.telephony.twilio import TwilioTelephony
+from yobidashi_dialer.verification import VERIFICATIONS, Verifier
 
 
 def rules_from(settings: DialerSettings, oncall: OnCallConfig | None = None) -> Rules:
@@ -94,43 +101,85 @@ class Dialer:
         self, settings: DialerSettings, bus: Bus | None = None, telephony: Telephony | None = None
     ) -> None:
         register_secret(settings.twilio_auth_token.get_secret_value())
+        if settings.yobidashi_admin_token is not None:
+            register_secret(settings.yobidashi_admin_token.get_secret_value())
         self.settings = settings
         self.bus = bus or Bus(
             settings,
             "yobidashi-dialer",
             streams=[*shared_streams(settings), dialer_stream(settings)],
-            buckets=[INCIDENTS, CALLS, LIMITS, BUNDLES],
+            buckets=[INCIDENTS, CALLS, LIMITS, BUNDLES, BREAKERS, OVERRIDES, PAGED, VERIFICATIONS],
         )
-        self.telephony = telephony or TwilioTelephony(
-            settings.twilio_account_sid,
-            settings.twilio_auth_token.get_secret_value(),
-            api_base_url=settings.twilio_api_base_url,
-            machine_detection=settings.twilio_machine_detection,
-            request_timeout=settings.twilio_request_timeout,
+        accounts = settings.accounts()
+        for account in accounts[1:]:
+            register_secret(account.auth_token)
+
+        def make_telephony(account: AccountConfig) -> Telephony:
+            if telephony is not None and account is accounts[0]:
+                return telephony
+            return TwilioTelephony(
+                account.account_sid,
+                account.auth_token,
+                api_base_url=account.api_base_url,
+                edge=account.edge,
+                region=account.region,
+                machine_detection=settings.twilio_machine_detection,
+                request_timeout=settings.twilio_request_timeout,
+            )
+
+        live_ttl = settings.twilio_ring_timeout + settings.twilio_time_limit + 60
+        self.pool = AccountPool(
+            self.bus,
+            accounts,
+            make_telephony,
+            live_ttl=live_ttl,
+            policy=BreakerPolicy(
+                threshold=settings.twilio_breaker_failures,
+                window=settings.twilio_breaker_window,
+                cooldown=settings.twilio_breaker_cooldown,
+                # A probe is one create; a worker that died with it out is given up after this.
+                probe_timeout=max(settings.twilio_request_timeout * 3, 30.0),
+            ),
         )
+        self.telephony = RoutedTelephony(self.pool)
         self.config_source = OnCallSource(settings.yobidashi_config)
         self.rules = rules_from(settings, self.config_source.load_or_exit())
+        self.overrides = OverrideBook(self.bus, lambda: self.rules.oncall)
+        self._merged: tuple[Rules, int, Rules] | None = None
         self.incidents = KvStore(self.bus, INCIDENTS.name, Incident)
         self.calls = KvStore(self.bus, CALLS.name, CallRecord)
         self.runner = Runner(settings, self.bus, self.telephony)
-        self.engine = Engine(self.incidents, lambda: self.rules, self.runner)
-        self.budget = Budget(
-            self.bus,
-            settings.twilio_cps,
-            settings.twilio_max_concurrent_calls,
-            live_ttl=settings.twilio_ring_timeout + settings.twilio_time_limit + 60,
-        )
+        self.engine = Engine(self.incidents, self.current_rules, self.runner)
+        self.budget = self.pool.primary.budget
         self.dial_worker = DialWorker(
             settings,
             self.bus,
+            self.pool,
             self.telephony,
-            self.budget,
             self.calls,
             self.engine,
             hourly_cap=self.hourly_cap,
+            # Only while call-backs are on: otherwise the index is one more write per call.
+            remember=(
+                (lambda record: self.callback_line.remember(record))
+                if settings.dial_callback != "off"
+                else None
+            ),
         )
-        self.callbacks = Callbacks(settings, self.bus, self.calls, self.engine)
+        self.callbacks = Callbacks(
+            settings,
+            self.bus,
+            self.calls,
+            self.engine,
+            tokens={a.name: a.auth_token for a in accounts},
+        )
+        self.callback_line = CallBackLine(settings, self.bus, self.callbacks, self.current_rules)
+        # Verification calls go through the primary account, within its budget.
+        self.verifier = Verifier(
+            settings, self.bus, self.telephony, self.budget, self.callbacks, self.current_rules
+        )
         self._watch: asyncio.Task[None] | None = None
+        self._breakers: asyncio.Task[None] | None = None
         ack_wait = settings.nats_ack_wait
         self.consumers: list[Consumer[Any]] = [
             Consumer(
@@ -196,6 +245,15 @@ class Dialer:
             return contact.max_calls_per_hour
         return self.settings.dial_max_calls_per_hour
 
+    def current_rules(self) -> Rules:
+        """The rules with the runtime overrides folded in (recomputed only when either
+        changed: this runs on every decision)."""
+        base, version = self.rules, self.overrides.version
+        if self._merged is None or self._merged[0] is not base or self._merged[1] != version:
+            oncall = with_overrides(base.oncall, self.overrides.all())
+            self._merged = (base, version, dataclasses.replace(base, oncall=oncall))
+        return self._merged[2]
+
     def reload(self) -> bool:
         """Load the on-call config again; keep the old one (and say why) if the new is bad.
         Running escalations keep their policy: each took a copy when it started."""
@@ -226,7 +284,7 @@ class Dialer:
         for problem in e.problems:
             await self.apply(problem.problem_key, progress)
         if e.status in FINAL_CALL_STATUSES:
-            await self.budget.release(e.call_id)
+            await self.pool.release(e.call_id)
             await self.dial_worker.call_ended(e.call_id)
 
     async def on_key(self, d: Delivery[KeyPressed]) -> None:
@@ -247,11 +305,18 @@ class Dialer:
     async def start(self) -> None:
         await self.telephony.warm_up()
         await self.bus.start()
+        self.overrides.start()
+        self.verifier.start()
         for consumer in self.consumers:
             consumer.start()
         self._watch = asyncio.create_task(self._watch_config(), name="config-watch")
+        self._breakers = asyncio.create_task(self._watch_breakers(), name="breaker-watch")
         with contextlib.suppress(NotImplementedError, RuntimeError):
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.reload)
+
+    async def _watch_breakers(self) -> None:
+        await self.bus.wait_ready()
+        await self.pool.watch()
 
     async def _watch_config(self) -> None:
         interval = self.settings.config_reload_interval
@@ -265,8 +330,12 @@ class Dialer:
     async def stop(self) -> None:
         if self._watch is not None:
             self._watch.cancel()
+        if self._breakers is not None:
+            self._breakers.cancel()
         for consumer in self.consumers:
             await consumer.stop(self.settings.shutdown_grace)
+        await self.overrides.stop()
+        await self.verifier.stop()
         await self.telephony.close()
         await self.bus.close()
 
@@ -289,6 +358,14 @@ def create_app(settings: DialerSettings, dialer: Dialer | None = None) -> FastAP
     app.state.dialer = dialer
     add_ops_routes(app, lambda: {"nats": dialer.bus.ready})
     app.include_router(dialer.callbacks.router())
-    app.include_router(views.router(dialer.engine, lambda: dialer.rules.oncall))
+    app.include_router(dialer.callback_line.router())
+    app.include_router(dialer.verifier.twilio_router())
+    app.include_router(dialer.verifier.router(settings.yobidashi_admin_token))
+    app.include_router(views.router(dialer.engine, lambda: dialer.current_rules().oncall))
+    app.include_router(
+        overrides_api.router(
+            dialer.overrides, lambda: dialer.rules.oncall, settings.yobidashi_admin_token
+        )
+    )
     app.include_router(pages.router(dialer.engine, ZoneInfo(settings.dial_default_timezone)))
     return app

@@ -52,12 +52,22 @@ class Callbacks:
         bus: Bus,
         calls: KvStore[CallRecord],
         engine: Engine,
+        tokens: Mapping[str, str] | None = None,
     ) -> None:
         self.settings = settings
         self.bus = bus
         self.calls = calls
         self.engine = engine
-        self.validator = RequestValidator(settings.twilio_auth_token.get_secret_value())
+        self.primary = settings.twilio_account_name
+        # One validator per telephony account: a callback is checked against the token of the
+        # account its URL names (``acct``; none: the primary), never against any token that
+        # happens to fit.
+        self.validators = {
+            name: RequestValidator(token)
+            for name, token in (
+                tokens or {self.primary: settings.twilio_auth_token.get_secret_value()}
+            ).items()
+        }
         self.voices = Voices(settings.twilio_voice_ja, settings.twilio_voice_en)
         self.keys = {
             settings.key_acknowledge: KeyAction.ACKNOWLEDGE,
@@ -95,7 +105,11 @@ class Callbacks:
         algorithm = get_signature_algorithm(
             request.headers.get("x-twilio-webhooks-signature-settings")
         )
-        if not self.validator.validate(url, form, signature, algorithm=algorithm):
+        validator = self.validators.get(request.query_params.get("acct") or self.primary)
+        if validator is None:
+            self._reject("unknown_account", kind)
+        assert validator is not None
+        if not validator.validate(url, form, signature, algorithm=algorithm):
             self._reject("bad_signature", kind)
         metrics.CALLBACKS.labels(kind).inc()
         return form
@@ -114,6 +128,10 @@ class Callbacks:
             metrics.CALLBACKS_REJECTED.labels("unknown_call").inc()
             log.warning("callback.unknown_call")
             return None
+        signed_by = request.query_params.get("acct") or self.primary
+        if found[0].accounts and signed_by not in found[0].accounts:
+            # Validly signed, but by an account that was never asked to place this call.
+            self._reject("wrong_account", "callback")
         return found[0]
 
     # -- status and answering machine -----------------------------------------------------------
@@ -229,6 +247,7 @@ class Callbacks:
                         gather_timeout=self.settings.dial_gather_timeout,
                         now=datetime.now(UTC),
                         keys=self.settings.keys(),
+                        newest_first=record.callback,
                     )
                 )
             case _:
@@ -263,9 +282,11 @@ class Callbacks:
         return after_key(text, phrases=phrases, voices=self.voices)
 
     def _gather_url(self, record: CallRecord, round_: int) -> str:
+        account = record.account
+        acct = f"&acct={account}" if account and account != self.primary else ""
         return (
             f"{self.settings.public_base_url}/twilio/voice/gather"
-            f"?call={record.call_id}&round={round_}"
+            f"?call={record.call_id}&round={round_}{acct}"
         )
 
     def _menu(

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 from yobidashi_common.bus import Bus, Delivery, KvStore, RetryLater
 from yobidashi_common.events import CallFailed
@@ -33,15 +34,24 @@ from yobidashi_dialer.bundling import (
 )
 from yobidashi_dialer.core.engine import Engine
 from yobidashi_dialer.core.model import CallNotPlaced, CallPlaced, Incident, PageStatus
-from yobidashi_dialer.limits import Budget
+from yobidashi_dialer.failover import Account, AccountPool, RoutedTelephony, evidence
 from yobidashi_dialer.settings import DialerSettings
 from yobidashi_dialer.store import BUNDLES, CallRecord, CallTarget, DialRequest, Spoken
-from yobidashi_dialer.telephony import CallInfo, CallRequest, Telephony, TelephonyError
+from yobidashi_dialer.telephony import CallInfo, CallRequest, TelephonyError
 from yobidashi_dialer.voice import PHRASES, Voices, call_twiml
 
 log = get_logger(__name__)
 
 CREATE_BACKOFF = (0.5, 1.0, 2.0, 4.0, 8.0)
+NO_ACCOUNT_PAUSE = 5.0
+
+
+class SwitchAccount(Exception):
+    """The account failed this create in a way another account may not: try the next one."""
+
+    def __init__(self, error: TelephonyError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def _now() -> datetime:
@@ -53,29 +63,35 @@ class DialWorker:
         self,
         settings: DialerSettings,
         bus: Bus,
-        telephony: Telephony,
-        budget: Budget,
+        pool: AccountPool,
+        routed: RoutedTelephony,
         calls: KvStore[CallRecord],
         engine: Engine,
         hourly_cap: Callable[[ContactId], int],
+        remember: Callable[[CallRecord], Awaitable[None]] | None = None,
     ) -> None:
         self.settings = settings
         self.bus = bus
-        self.telephony = telephony
-        self.budget = budget
+        self.pool = pool
+        self.routed = routed
         self.calls = calls
         self.engine = engine
         self.hourly_cap = hourly_cap
+        self.remember = remember
         self.bundles = KvStore(bus, BUNDLES.name, BundleState)
         self.voices = Voices(settings.twilio_voice_ja, settings.twilio_voice_en)
         self.live_ttl = settings.twilio_ring_timeout + settings.twilio_time_limit + 60
 
-    def urls(self, call_id: str) -> tuple[str, str, str]:
+    def urls(self, call_id: str, account: str | None = None) -> tuple[str, str, str]:
+        """The call's callback URLs. A fallback account's carry ``acct=<name>``: the callbacks
+        are signed with that account's token and verified against it (the primary's, with no
+        parameter, look exactly as they did before there were fallbacks)."""
         base = f"{self.settings.public_base_url}/twilio/voice"
+        acct = f"&acct={account}" if account and account != self.pool.primary.name else ""
         return (
-            f"{base}/gather?call={call_id}&round=1",
-            f"{base}/status?call={call_id}",
-            f"{base}/amd?call={call_id}",
+            f"{base}/gather?call={call_id}&round=1{acct}",
+            f"{base}/status?call={call_id}{acct}",
+            f"{base}/amd?call={call_id}{acct}",
         )
 
     # -- one request ----------------------------------------------------------------------------
@@ -161,7 +177,9 @@ class DialWorker:
         if record.state == "failed" or not record.call_sid:
             await self._tell_not_placed([me.target], call_id, record.failure or "failed")
             return
-        await self._tell_placed([me.target], call_id, record.call_sid, len(record.targets) > 1)
+        await self._tell_placed(
+            [me.target], call_id, record.call_sid, len(record.targets) > 1, record.account
+        )
 
     # -- the call -------------------------------------------------------------------------------
 
@@ -175,23 +193,89 @@ class DialWorker:
         record = await self._claim(request, bundle_key, wanted)
         if record is None:
             return
-        granted = await self.budget.acquire(
-            request.call_id,
-            still_wanted=lambda: self._any_wanted(record),
-            keep_alive=delivery.msg.in_progress,
-        )
-        if granted is None:
-            await self._give_up(record, "stopped while waiting for a free line")
+        if self.remember is not None:
+            # Before Twilio is asked, so a call-back knows every call that may have rung. If
+            # this fails, the request comes back and finds its marker "placing": it is
+            # retaken after DIAL_RECOVERY_AFTER and remembered then.
+            await self.remember(record)
+        tried: set[str] = set()
+        while True:
+            choice = await self.pool.choose(frozenset(tried))
+            if choice is None:
+                # Every account failed this very call: the request stays on the bus and comes
+                # back, and its marker keeps it from being placed twice.
+                raise RetryLater("no telephony account can take the call now", NO_ACCOUNT_PAUSE)
+            account, probe = choice
+            if probe:
+                log.info("telephony.probe", account=account.name)
+            record = await self._on_account(record, account.name)
+            granted = await account.budget.acquire(
+                request.call_id,
+                still_wanted=partial(self._any_wanted, record),
+                keep_alive=delivery.msg.in_progress,
+            )
+            if granted is None:
+                await self._give_up(record, "stopped while waiting for a free line")
+                return
+            if (
+                not probe
+                and len(tried) + 1 < len(self.pool.accounts)
+                and (await account.breaker.admit() == "no")
+            ):
+                # It opened while this call waited for its line (queued behind the failure):
+                # the call goes on to the next account rather than into a known-bad one.
+                await account.budget.sent(granted, time.time())
+                await account.budget.release(record.call_id)
+                tried.add(account.name)
+                continue
+            try:
+                info = await self._create(record, delivery, granted, account)
+            except SwitchAccount as switch:
+                await account.budget.release(record.call_id)
+                tried.add(account.name)
+                log.warning("dial.next_account", account=account.name, error=str(switch.error))
+                if switch.error.status is None:
+                    # A timeout may have reached Twilio: if the call exists there, it is placed,
+                    # and ringing it through another account would ring the phone twice.
+                    existing = await self._placed_anyway(record, account)
+                    if existing is not None:
+                        await self._placed(record, existing, request.requested_at)
+                        return
+                continue
+            except TelephonyError as exc:
+                await account.budget.release(record.call_id)
+                if exc.retryable:
+                    raise RetryLater(f"Twilio unavailable: {exc}", delay=5.0) from exc
+                await self._failed(record, exc)
+                return
+            await account.breaker.success()
+            self.routed.placed_on(info.sid, account.name)
+            await self._placed(record, info, request.requested_at)
             return
+
+    async def _placed_anyway(self, record: CallRecord, account: Account) -> CallInfo | None:
+        since = record.placing_since - timedelta(seconds=5)
         try:
-            info = await self._create(record, delivery, granted)
-        except TelephonyError as exc:
-            await self.budget.release(record.call_id)
-            if exc.retryable:
-                raise RetryLater(f"Twilio unavailable: {exc}", delay=5.0) from exc
-            await self._failed(record, exc)
-            return
-        await self._placed(record, info, request.requested_at)
+            found = await account.telephony.find_calls(
+                record.contact.number, record.from_number, since
+            )
+        except TelephonyError:
+            return None  # unreachable: nothing reached it either, most likely; move on
+        if found:
+            self.routed.placed_on(found[-1].sid, account.name)
+            return found[-1]
+        return None
+
+    async def _on_account(self, record: CallRecord, account: str) -> CallRecord:
+        """Write down, before the create, which account it goes to (see `CallRecord.accounts`)."""
+        if record.account == account:
+            return record
+        number = self.pool.get(account).config.caller_id_for(record.contact.number)
+        moved = record.model_copy(
+            update={"accounts": [*record.accounts, account], "from_number": number}
+        )
+        await self.calls.put(record.call_id, moved)
+        return moved
 
     async def _any_wanted(self, record: CallRecord) -> bool:
         for target in record.targets:
@@ -228,7 +312,11 @@ class DialWorker:
         record, revision = existing
         if record.state == "placed" and record.call_sid:
             await self._tell_placed(
-                record.targets, record.call_id, record.call_sid, len(record.targets) > 1
+                record.targets,
+                record.call_id,
+                record.call_sid,
+                len(record.targets) > 1,
+                record.account,
             )
             return None
         if record.state == "failed":
@@ -237,13 +325,18 @@ class DialWorker:
         age = (_now() - record.placing_since).total_seconds()
         if age < self.settings.dial_recovery_after:
             raise RetryLater("being placed", delay=self.settings.dial_recovery_after - age)
-        # Its worker died while placing it. Did Twilio take the create before that?
+        # Its worker died while placing it. Did an account take the create before that? Ask each
+        # one a create went to (the primary, for a marker written before there were several).
         since = record.placing_since - timedelta(seconds=5)
-        found = await self.telephony.find_calls(record.contact.number, record.from_number, since)
-        if found:
-            log.warning("dial.recovered", call_sid=found[0].sid)
-            await self._placed(record, found[-1], record.placing_since)
-            return None
+        for name in record.accounts or [self.pool.primary.name]:
+            account = self.pool.get(name)
+            number = account.config.caller_id_for(record.contact.number)
+            found = await account.telephony.find_calls(record.contact.number, number, since)
+            if found:
+                log.warning("dial.recovered", call_sid=found[0].sid, account=name)
+                self.routed.placed_on(found[-1].sid, name)
+                await self._placed(record, found[-1], record.placing_since)
+                return None
         retaken = record.model_copy(update={"placing_since": _now()})
         if await self.calls.update(request.call_id, retaken, revision) is None:
             raise RetryLater("another worker took this call over", delay=1.0)
@@ -251,9 +344,13 @@ class DialWorker:
         return retaken
 
     async def _create(
-        self, record: CallRecord, delivery: Delivery[DialRequest], granted: float
+        self,
+        record: CallRecord,
+        delivery: Delivery[DialRequest],
+        granted: float,
+        account: Account,
     ) -> CallInfo:
-        gather, status, amd = self.urls(record.call_id)
+        gather, status, amd = self.urls(record.call_id, account.name)
         twiml = call_twiml(
             [s.announcement() for s in record.spoken],
             phrases=PHRASES[record.language],
@@ -265,7 +362,8 @@ class DialWorker:
         )
         request = CallRequest(
             to=record.contact.number,
-            from_=record.from_number,
+            # Each account calls from its own caller IDs (sticky per recipient within it).
+            from_=account.config.caller_id_for(record.contact.number),
             twiml=twiml,
             status_callback=status,
             amd_callback=amd,
@@ -275,18 +373,29 @@ class DialWorker:
         pauses = iter(CREATE_BACKOFF)
         while True:
             try:
-                info = await self.telephony.place_call(request)
+                info = await account.telephony.place_call(request)
             except TelephonyError as exc:
-                await self.budget.sent(granted, time.time())
+                await account.budget.sent(granted, time.time())
+                found = evidence(exc)
+                result = f"code_{exc.code}" if exc.code else f"http_{exc.status or 'none'}"
+                metrics.ACCOUNT_CREATES.labels(account.name, result).inc()
+                if found is None:
+                    raise  # about this call (e.g. a bad number): another account fails it too
+                kind, fatal = found
+                opened = await account.breaker.failure(kind, str(exc), fatal=fatal)
                 pause = next(pauses, None)
-                if not exc.retryable or pause is None:
+                if fatal or opened or not exc.retryable or pause is None:
+                    # Done with this account for this call; with another to go to, go there.
+                    if len(self.pool.accounts) > 1:
+                        raise SwitchAccount(exc) from exc
                     raise
-                log.warning("dial.retry", error=str(exc), pause=pause)
+                log.warning("dial.retry", error=str(exc), pause=pause, account=account.name)
                 await delivery.msg.in_progress()
                 await asyncio.sleep(pause)
-                granted = await self.budget.wait_cps()  # a retry is a create too
+                granted = await account.budget.wait_cps()  # a retry is a create too
                 continue
-            await self.budget.sent(granted, time.time())
+            await account.budget.sent(granted, time.time())
+            metrics.ACCOUNT_CREATES.labels(account.name, "ok").inc()
             return info
 
     async def _placed(self, record: CallRecord, info: CallInfo, requested_at: datetime) -> None:
@@ -307,11 +416,19 @@ class DialWorker:
             call_sid=info.sid,
             to=record.contact.masked_number,
             problems=len(record.targets),
+            account=record.account or self.pool.primary.name,
         )
-        await self._tell_placed(placed.targets, placed.call_id, info.sid, len(record.targets) > 1)
+        await self._tell_placed(
+            placed.targets, placed.call_id, info.sid, len(record.targets) > 1, placed.account
+        )
 
     async def _tell_placed(
-        self, targets: list[CallTarget], call_id: str, sid: str, shared: bool
+        self,
+        targets: list[CallTarget],
+        call_id: str,
+        sid: str,
+        shared: bool,
+        account: str | None = None,
     ) -> None:
         for target in targets:
             await self.engine.apply(
@@ -323,6 +440,7 @@ class DialWorker:
                     call_sid=sid,
                     at=_now(),
                     shared=shared,
+                    account=account or self.pool.primary.name,
                 ),
             )
 

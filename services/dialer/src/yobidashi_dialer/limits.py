@@ -46,8 +46,12 @@ class Budget:
         max_concurrent: int,
         live_ttl: float,
         *,
+        account: str = "",
         clock: Callable[[], float] = time.time,
     ) -> None:
+        # Each telephony account has its own CPS and live-call budget, under its own keys.
+        self._cps_key = f"cps.{account}" if account else "cps"
+        self._live_key = f"live.{account}" if account else "live"
         self._window_store = KvStore(bus, LIMITS.name, CpsWindow)
         self._live_store = KvStore(bus, LIMITS.name, LiveCalls)
         self.cps = cps
@@ -79,7 +83,7 @@ class Budget:
             live[call_id] = now + self.live_ttl
             return LiveCalls(calls=live)
 
-        result = await self._live_store.mutate("live", change)
+        result = await self._live_store.mutate(self._live_key, change)
         metrics.CONCURRENT_CALLS.set(len(result.calls) if result else 0)
         return got
 
@@ -97,7 +101,7 @@ class Budget:
             wait, granted = 0.0, now
             return CpsWindow(sent=sorted([*sent, now])[-self.cps :])
 
-        await self._window_store.mutate("cps", change)
+        await self._window_store.mutate(self._cps_key, change)
         return wait, granted
 
     async def sent(self, granted: float, answered: float) -> None:
@@ -109,7 +113,7 @@ class Budget:
             moved = [answered if t == granted else t for t in current.sent]
             return CpsWindow(sent=sorted(moved)[-self.cps :])
 
-        await self._window_store.mutate("cps", change)
+        await self._window_store.mutate(self._cps_key, change)
 
     async def acquire(
         self,
@@ -153,5 +157,5 @@ class Budget:
                 return None
             return LiveCalls(calls={k: v for k, v in current.calls.items() if k != call_id})
 
-        result = await self._live_store.mutate("live", change)
+        result = await self._live_store.mutate(self._live_key, change)
         metrics.CONCURRENT_CALLS.set(len(result.calls) if result else 0)

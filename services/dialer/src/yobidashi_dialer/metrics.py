@@ -32,6 +32,25 @@ TWILIO_SECONDS = Histogram(
 CALLBACKS = Counter(
     "yobidashi_dialer_callbacks_total", "Verified Twilio callbacks by kind.", ["kind"]
 )
+CALLBACK_CALLS = Counter(
+    "yobidashi_dialer_callback_calls_total",
+    "Calls into our number, by outcome (read_out, nothing_open, unknown_caller, wrong_pin, "
+    "locked, no_pin, off).",
+    ["outcome"],
+)
+VERIFICATIONS = Counter(
+    "yobidashi_dialer_verifications_total",
+    "Contact verification calls by outcome (verified, wrong_code, no_code, no_answer, failed).",
+    ["outcome"],
+)
+CONTACTS_UNVERIFIED = Gauge(
+    "yobidashi_dialer_contacts_unverified",
+    "Contacts in the on-call config whose first number has not been verified.",
+)
+ONCALL_UNVERIFIED = Gauge(
+    "yobidashi_dialer_oncall_unverified",
+    "Schedules whose person on call now has an unverified number.",
+)
 CALLBACKS_REJECTED = Counter(
     "yobidashi_dialer_callbacks_rejected_total",
     "Twilio callbacks refused, by reason (bad_signature, missing_signature, unknown_call...).",
@@ -85,4 +104,41 @@ HELD = Counter(
     "yobidashi_escalation_calls_held_total",
     "Calls held back for a while, by reason (bundle_window, hourly_cap, on_the_phone).",
     ["reason"],
+)
+
+# -- per telephony account (label: the account's configured name, never its SID) ------------
+ACCOUNT_CREATES = Counter(
+    "yobidashi_dialer_account_creates_total",
+    "Call creates per telephony account by result: ok, or the error that counts against it "
+    "(http_<status>, unreachable, timeout, code_<twilio code>).",
+    ["account", "result"],
+)
+ACCOUNT_ERRORS = Counter(
+    "yobidashi_dialer_account_errors_total",
+    "Evidence against a telephony account, by kind: create (5xx, timeout, auth), "
+    "cannot_call (suspended, unverified caller ID, geo permission), silent (an accepted call "
+    "with no status at the watchdog's time).",
+    ["account", "kind"],
+)
+BREAKER_STATE = Gauge(
+    "yobidashi_dialer_account_breaker_state",
+    "1 for the state each telephony account's circuit breaker is in (closed, open, half_open).",
+    ["account", "state"],
+)
+BREAKER_SECONDS = Gauge(
+    "yobidashi_dialer_account_breaker_state_seconds",
+    "Seconds each account's breaker has spent in each state since it was first used, agreed by "
+    "every replica (kept in JetStream KV).",
+    ["account", "state"],
+)
+BREAKER_TRANSITIONS = Counter(
+    "yobidashi_dialer_account_breaker_transitions_total",
+    "Breaker state changes this replica made, by account and new state.",
+    ["account", "state"],
+)
+ACCOUNT_IN_USE = Gauge(
+    "yobidashi_dialer_account_in_use",
+    "1 for the telephony account new calls go to now (0 for the others); order is the "
+    "configured order, so anything but the first at 1 means running on a fallback.",
+    ["account", "order"],
 )

@@ -18,6 +18,7 @@ from yobidashi_dialer.core.model import (
     ReportExhausted,
     StartTimer,
 )
+from yobidashi_dialer.failover import RoutedTelephony
 from yobidashi_dialer.settings import DialerSettings
 from yobidashi_dialer.store import (
     DIALS_SUBJECT,
@@ -30,6 +31,8 @@ from yobidashi_dialer.telephony import Telephony, TelephonyError
 from yobidashi_dialer.voice import PHRASES, Announcement, Voices, voicemail_twiml
 
 log = get_logger(__name__)
+
+NEVER_STARTED = frozenset({"queued", "initiated"})
 
 
 class Runner:
@@ -107,7 +110,14 @@ class Runner:
                 page = incident.page(command.page_id)
                 if page is None or page.call_id is None:
                     return
-                info = await self.telephony.fetch_call(command.call_sid)
+                if isinstance(self.telephony, RoutedTelephony):
+                    info, account = await self.telephony.fetch_call_on(command.call_sid)
+                    if command.reason == "watchdog" and info.status in NEVER_STARTED:
+                        # Accepted, yet at the watchdog's time no status callback came and it
+                        # has not even rung: evidence that the account is not calling.
+                        await account.breaker.failure("silent", f"call still {info.status}")
+                else:
+                    info = await self.telephony.fetch_call(command.call_sid)
                 if info.status not in CALL_STATUSES:
                     log.warning("call.check_unknown_status", status=info.status)
                     return

@@ -100,6 +100,14 @@ class CallRecord(_Model):
     bundle_key: str | None = None
     call_sid: str | None = None
     failure: str | None = None
+    callback: bool = False  # a call into our number: its problems are read newest first
+    # Telephony accounts a create for this call was sent to, in order; the last one is the one
+    # that placed it. Written before each create, so crash recovery asks exactly these.
+    accounts: list[str] = []
+
+    @property
+    def account(self) -> str | None:
+        return self.accounts[-1] if self.accounts else None
 
     @property
     def language(self) -> Language:

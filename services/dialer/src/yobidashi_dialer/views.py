@@ -83,6 +83,7 @@ def incident_view(incident: Incident) -> dict[str, Any]:
                 "status": page.status.value,
                 "outcome": page.outcome,
                 "call_sid": page.call_sid,
+                "account": page.account,
             }
             for page in incident.pages
         ],

@@ -26,6 +26,7 @@ from pydantic import BaseModel
 
 from yobidashi_common.bus.metrics import (
     BUS_CONNECTED,
+    BUS_JETSTREAM_REQUESTS,
     BUS_PUBLISH_SECONDS,
     BUS_PUBLISHED,
     BUS_RECONNECTS,
@@ -227,6 +228,7 @@ class Bus:
             hdrs[TRACEPARENT] = traceparent
         loop = asyncio.get_running_loop()
         started = loop.time()
+        BUS_JETSTREAM_REQUESTS.labels("publish").inc()
         try:
             ack = await self._js.publish(
                 subject,
@@ -258,7 +260,14 @@ class Bus:
     async def kv(self, bucket: str) -> KeyValue:
         handle = self._kv_cache.get(bucket)
         if handle is None:
-            handle = await self.js.key_value(bucket)
+            try:
+                handle = await self.js.key_value(bucket)
+            except nats.js.errors.BucketNotFoundError as exc:
+                # Just after start (streams and buckets not made yet) or a server that came
+                # back empty: a caller answers "try again", not an error of its own.
+                raise BusUnavailable(f"bucket {bucket} does not exist yet") from exc
+            except (nats.errors.TimeoutError, nats.errors.ConnectionClosedError) as exc:
+                raise BusUnavailable(f"bucket {bucket}: {type(exc).__name__}") from exc
             self._kv_cache[bucket] = handle
         return handle
 

@@ -27,6 +27,7 @@ from yobidashi_common.bus.metrics import (
     BUS_DEAD_LETTERS,
     BUS_HANDLED,
     BUS_HANDLER_SECONDS,
+    BUS_JETSTREAM_REQUESTS,
     BUS_REDELIVERED,
 )
 from yobidashi_common.subjects import dlq_subject
@@ -175,6 +176,7 @@ class Consumer(Generic[M]):
                 if sub is None:
                     sub = await self._subscribe()
                 free = max(1, min(self.spec.batch, self.spec.concurrency - len(self._inflight)))
+                BUS_JETSTREAM_REQUESTS.labels("fetch").inc()
                 msgs = await sub.fetch(free, timeout=2)
             except (TimeoutError, nats.errors.TimeoutError):
                 continue
@@ -265,6 +267,7 @@ class Consumer(Generic[M]):
             heartbeat.cancel()
             BUS_HANDLER_SECONDS.labels(name).observe(asyncio.get_running_loop().time() - started)
         BUS_HANDLED.labels(name, "ok").inc()
+        BUS_JETSTREAM_REQUESTS.labels("ack").inc()
         try:
             await msg.ack_sync(timeout=2)
         except Exception as exc:

@@ -9,6 +9,13 @@ BUS_RECONNECTS = Counter("yobidashi_bus_reconnects_total", "Reconnections to NAT
 BUS_PUBLISHED = Counter(
     "yobidashi_bus_published_total", "Messages published to JetStream.", ["stream", "result"]
 )
+# Every request that waits for JetStream's answer, so a figure like "round trips per placed
+# call" is read off a service's own /metrics (on a replicated stream each one waits for a quorum).
+BUS_JETSTREAM_REQUESTS = Counter(
+    "yobidashi_bus_jetstream_requests_total",
+    "JetStream requests that wait for the server's answer, by operation.",
+    ["operation"],
+)
 BUS_PUBLISH_SECONDS = Histogram(
     "yobidashi_bus_publish_seconds",
     "Time from publish to JetStream PubAck.",

@@ -32,7 +32,6 @@ from yobidashi_dialer.core.model import (
     CallNotPlaced,
     CallPlaced,
     CallProgress,
-    CheckCall,
     Contact,
     Event,
     Incident,
@@ -41,7 +40,6 @@ from yobidashi_dialer.core.model import (
     LeaveVoicemail,
     Page,
     PageStatus,
-    StartTimer,
     TimerFired,
 )
 from yobidashi_dialer.core.tx import Rules, Transition, Tx, who
@@ -209,6 +207,7 @@ def _on_placed(tx: Tx, event: CallPlaced) -> None:
             return  # already served by another call
         page.call_id = event.call_id  # a bundled call, placed for another page, covers this one
     page.call_sid = event.call_sid
+    page.account = event.account
     page.shared = event.shared
     if not tx.inc.open or page.status not in (PageStatus.DIALLING, *ON_THE_PHONE):
         # Stopped while the call was being placed: hang up what we just created.
@@ -219,16 +218,7 @@ def _on_placed(tx: Tx, event: CallPlaced) -> None:
         page.status = PageStatus.RINGING
     # (a status callback may have overtaken this report and already marked it ringing)
     page.placed_at = page.placed_at or event.at
-    tx.commands.append(
-        StartTimer(
-            id=f"timer:{event.call_id}-watch-1",
-            token=f"{event.call_id}-watch-1",
-            purpose="watchdog",
-            due_at=event.at + tx.rules.watchdog_after,
-            page_id=page.id,
-            attempt=page.attempt,
-        )
-    )
+    tx.page_timer(page, "watchdog", f"{event.call_id}-watch-1", event.at + tx.rules.watchdog_after)
 
 
 def _on_not_placed(tx: Tx, event: CallNotPlaced) -> None:
@@ -293,17 +283,7 @@ def _on_progress(tx: Tx, event: CallProgress) -> None:
         page.status = PageStatus.WAITING
         page.outcome = event.status
         due = tx.now + tx.rules.redial_pause
-        token = f"{page.call_id}-redial"
-        tx.commands.append(
-            StartTimer(
-                id=f"timer:{token}",
-                token=token,
-                purpose="redial",
-                due_at=due,
-                page_id=page.id,
-                attempt=page.attempt,
-            )
-        )
+        tx.page_timer(page, "redial", f"{page.call_id}-redial", due)
         tx.note(event.status, f"calling again at {due.isoformat(timespec='seconds')}", page)
         return
     else:
@@ -356,25 +336,10 @@ def _on_timer(tx: Tx, event: TimerFired) -> None:
     elif event.purpose == "watchdog" and page.status in ON_THE_PHONE and page.call_sid:
         # Status callbacks can be lost (our endpoint down, NATS down): ask Twilio directly,
         # and look again later for as long as the call seems to be alive.
-        tx.commands.append(
-            CheckCall(
-                id=f"check:{event.token}",
-                call_sid=page.call_sid,
-                page_id=page.id,
-                attempt=page.attempt,
-            )
-        )
+        tx.check_call(page, f"check:{event.token}")
         n = int(event.token.rsplit("-", 1)[1]) + 1
-        token = f"{page.call_id}-watch-{n}"
-        tx.commands.append(
-            StartTimer(
-                id=f"timer:{token}",
-                token=token,
-                purpose="watchdog",
-                due_at=tx.now + tx.rules.watchdog_every,
-                page_id=page.id,
-                attempt=page.attempt,
-            )
+        tx.page_timer(
+            page, "watchdog", f"{page.call_id}-watch-{n}", tx.now + tx.rules.watchdog_every
         )
 
 

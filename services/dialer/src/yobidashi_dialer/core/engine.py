@@ -14,10 +14,11 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from yobidashi_common.bus import KvStore
+from yobidashi_common.events import AlertStatus
 from yobidashi_common.telemetry import get_logger
 from yobidashi_dialer import metrics
 from yobidashi_dialer.core.decide import Rules, Transition, decide
-from yobidashi_dialer.core.model import Command, Event, Incident
+from yobidashi_dialer.core.model import AlertArrived, Command, Event, Incident
 from yobidashi_dialer.store import incident_key
 
 log = get_logger(__name__)
@@ -62,6 +63,18 @@ class Engine:
         is redelivered and the outbox flushed again.
         """
         key = incident_key(problem_key)
+        # A new problem's first event: create its incident without reading first (the usual
+        # case, one request fewer). If it exists after all, the create changes nothing and the
+        # loop below reads it and decides again.
+        if isinstance(event, AlertArrived) and event.alert.status is AlertStatus.PROBLEM:
+            opening = decide(None, event, self.now(), self.rules())
+            if opening.state is not None:
+                first = opening.state
+                first.outbox = [*first.outbox, *opening.commands]
+                created = await self.incidents.create(key, first)
+                if created is not None:
+                    self._observe(opening)
+                    return await self._flush(key, first, created)
         for _ in range(100):
             found = await self.incidents.get(key)
             state, revision = found if found else (None, 0)

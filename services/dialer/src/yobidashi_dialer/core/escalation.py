@@ -11,6 +11,7 @@ from __future__ import annotations
 from yobidashi_common.events import AlertEvent
 from yobidashi_dialer.core.model import (
     ACTIVE,
+    ON_THE_PHONE,
     Escalation,
     IncidentStatus,
     Page,
@@ -21,7 +22,7 @@ from yobidashi_dialer.core.model import (
 )
 from yobidashi_dialer.core.tx import Tx, contact_from_config, who
 from yobidashi_dialer.oncall.config import Route, Step
-from yobidashi_dialer.oncall.schedule import on_call
+from yobidashi_dialer.oncall.schedule import who_is_on_call
 
 FALLBACK_STEP = -1
 
@@ -58,10 +59,15 @@ def _targets(tx: Tx, step: Step) -> list[Page]:
         contact_id = target.contact
         if target.schedule is not None:
             schedule = config.schedule(target.schedule)
-            contact_id = on_call(schedule, tx.now) if schedule else None
-            if contact_id is None:
+            found = who_is_on_call(schedule, tx.now) if schedule else None
+            if found is None or schedule is None:
                 tx.note("nobody on call", f"schedule {target.schedule}")
                 continue
+            contact_id = found.contact
+            if found.override:
+                tx.note(
+                    "on call by override", f"{schedule.id}: {contact_id}, {found.because(schedule)}"
+                )
         contact = config.contact(contact_id) if contact_id else None
         if contact is None:
             tx.note("unknown contact", f"{contact_id} is no longer in the on-call config")
@@ -114,7 +120,17 @@ def on_timer(tx: Tx, event: TimerFired) -> None:
     if escalation is None or not escalation.is_current_step(event.token):
         return  # a timer of a step that is over
     escalation.step_waited = True
+    _check_live_calls(tx, event.token)
     advance(tx)
+
+
+def _check_live_calls(tx: Tx, token: str) -> None:
+    """The step waits for its calls to end; one that still looks live may have ended while no
+    dialer was up to hear its status callback (Twilio does not send it again). Ask Twilio now
+    rather than at the watchdog's time, so the next step starts on time."""
+    for page in _current_pages(tx):
+        if page.status in ON_THE_PHONE:
+            tx.check_call(page, f"check:{token}:{page.id}", reason="step_over")
 
 
 def _current_pages(tx: Tx) -> list[Page]:

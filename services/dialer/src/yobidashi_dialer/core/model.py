@@ -125,6 +125,7 @@ class Page(_Model):
     status: PageStatus
     call_id: str | None = None
     call_sid: str | None = None
+    account: str | None = None  # the telephony account that placed the current call
     machine: bool = False
     shared: bool = False  # the current call also announces other problems (a bundle)
     call_ended: bool = False  # the current call reported its final status
@@ -203,12 +204,19 @@ class StartTimer(Timer):
     due_at: AwareDatetime
 
 
+CheckReason = Literal["watchdog", "step_over"]
+
+
 class CheckCall(_Model):
     kind: Literal["check_call"] = "check_call"
     id: str
     call_sid: str
     page_id: str
     attempt: int
+    # "watchdog": past the ring timeout, so a call still queued is evidence against its account.
+    # "step_over": the step's wait ended with this call still live as far as we know; it may
+    # have been placed a moment ago, so its status says nothing about the account.
+    reason: CheckReason = "watchdog"
 
 
 class ReportExhausted(_Model):
@@ -338,6 +346,7 @@ class CallPlaced(_Model):
     call_sid: str
     at: AwareDatetime
     shared: bool = False
+    account: str | None = None
 
     @property
     def id(self) -> str:

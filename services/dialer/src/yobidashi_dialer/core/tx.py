@@ -12,6 +12,8 @@ from yobidashi_dialer.core.model import (
     ON_THE_PHONE,
     STOPPABLE,
     TIMELINE_KEEP,
+    CheckCall,
+    CheckReason,
     Command,
     Contact,
     EndCall,
@@ -20,7 +22,9 @@ from yobidashi_dialer.core.model import (
     Page,
     PageStatus,
     PlaceCall,
+    StartTimer,
     TimelineEntry,
+    TimerPurpose,
     problem_digest,
 )
 from yobidashi_dialer.oncall.config import Contact as ConfigContact
@@ -129,10 +133,36 @@ class Tx:
         )
         self.note("calling", f"{who(page.contact)}, attempt {page.attempt}", page)
 
+    def page_timer(self, page: Page, purpose: TimerPurpose, token: str, due_at: datetime) -> None:
+        """A timer for the page's current attempt: a later attempt ignores it when it fires."""
+        self.commands.append(
+            StartTimer(
+                id=f"timer:{token}",
+                token=token,
+                purpose=purpose,
+                due_at=due_at,
+                page_id=page.id,
+                attempt=page.attempt,
+            )
+        )
+
     def end_call(self, page: Page) -> None:
         # A bundled call also announces other problems: it goes on for them.
         if page.call_sid and not page.shared:
             self.commands.append(EndCall(id=f"end:{page.call_sid}", call_sid=page.call_sid))
+
+    def check_call(self, page: Page, command_id: str, reason: CheckReason = "watchdog") -> None:
+        """Ask Twilio how the page's call stands, as if its status callback had come."""
+        if page.call_sid:
+            self.commands.append(
+                CheckCall(
+                    id=command_id,
+                    call_sid=page.call_sid,
+                    page_id=page.id,
+                    attempt=page.attempt,
+                    reason=reason,
+                )
+            )
 
     def stop_calls(self, reason: str, except_call: str | None = None) -> None:
         """Hang up everything ringing, drop every queued or scheduled call."""

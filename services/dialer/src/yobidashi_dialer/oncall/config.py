@@ -56,6 +56,12 @@ class Contact(_Model):
     language: Literal["ja", "en"] = "ja"
     timezone: Zone = "Asia/Tokyo"
     max_calls_per_hour: int | None = Field(None, ge=1, description="Overrides the default cap.")
+    pin: str | None = Field(
+        None,
+        pattern=r"^[0-9]{4,8}$",
+        repr=False,
+        description="4-8 digits a call-back must key first (DIAL_CALLBACK=pin).",
+    )
 
     @field_validator("phones")
     @classmethod
@@ -164,6 +170,11 @@ class Override(_Model):
     replaces: Id | None = Field(
         None, description="Only while this person is on call; empty: whoever is."
     )
+    # Set on overrides added at runtime (`yobidashi override add`), so that "who is on call"
+    # can say whose decision it was.
+    id: str | None = Field(None, description="Set by the runtime overrides; not needed here.")
+    by: str | None = Field(None, max_length=64, description="Who arranged it.")
+    note: str | None = Field(None, max_length=200, description="Why, for the people who look.")
 
     @model_validator(mode="after")
     def _order(self) -> Override:

@@ -15,7 +15,14 @@ from zoneinfo import ZoneInfo
 
 import holidays
 
-from yobidashi_dialer.oncall.config import Layer, Restriction, Rotation, Schedule, Weekday
+from yobidashi_dialer.oncall.config import (
+    Layer,
+    Override,
+    Restriction,
+    Rotation,
+    Schedule,
+    Weekday,
+)
 
 _WEEKDAYS = list(Weekday)
 
@@ -94,13 +101,24 @@ class OnCall:
     layer: int | None = None  # index in the schedule's layers; None for an override
     holiday: bool = False  # the layer applies because today is a holiday (on_holidays: only)
     override: bool = False
+    source: Override | None = None  # the override that put them there
 
     def because(self, schedule: Schedule) -> str:
         if self.override:
-            return "override"
+            return override_reason(self.source)
         assert self.layer is not None
         name = schedule.layers[self.layer].name or f"layer {self.layer + 1}"
         return f"holiday layer {name}" if self.holiday else f"rotation {name}"
+
+
+def override_reason(override: Override | None) -> str:
+    """ "override by 鈴木 (replacing tanaka: 発熱)": whose arrangement, for whom, and why."""
+    if override is None:
+        return "override"
+    text = f"override by {override.by}" if override.by else "override"
+    if override.replaces:
+        text += f" replacing {override.replaces}"
+    return f"{text}: {override.note}" if override.note else text
 
 
 def who_is_on_call(schedule: Schedule, at: datetime) -> OnCall | None:
@@ -118,7 +136,7 @@ def who_is_on_call(schedule: Schedule, at: datetime) -> OnCall | None:
         if aware(override.start, tz) <= at < aware(override.end, tz) and (
             override.replaces is None or override.replaces == person
         ):
-            found = OnCall(override.contact, override=True)
+            found = OnCall(override.contact, override=True, source=override)
     return found
 
 

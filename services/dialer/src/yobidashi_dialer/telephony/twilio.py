@@ -6,6 +6,7 @@ import time
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from twilio.base.exceptions import TwilioRestException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
@@ -52,6 +53,48 @@ def _error(exc: TwilioRestException) -> TelephonyError:
     )
 
 
+class RedirectingHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]  # untyped library
+    """Sends every request to ``base_url`` (the simulator, a test double or an egress proxy)
+    while keeping the host the library meant in the Host header.
+
+    The library puts the edge and region into the host name (api.tokyo.jp1.twilio.com), so
+    overriding ``Client.api.base_url`` would have them spliced into the simulator's address
+    instead. Redirecting below the library keeps its URL building untouched, and whoever
+    answers sees exactly which edge every create, fetch and update was meant for."""
+
+    def __init__(self, base_url: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        target = urlsplit(base_url.rstrip("/"))
+        self._scheme, self._netloc, self._prefix = target.scheme, target.netloc, target.path
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        params: Any = None,
+        data: Any = None,
+        headers: dict[str, str] | None = None,
+        auth: Any = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - the library's signature
+        allow_redirects: bool = False,
+    ) -> Any:
+        meant = urlsplit(url)
+        redirected = urlunsplit(
+            (self._scheme, self._netloc, self._prefix + meant.path, meant.query, "")
+        )
+        headers = {**(headers or {}), "Host": meant.netloc}
+        return await super().request(
+            method,
+            redirected,
+            params=params,
+            data=data,
+            headers=headers,
+            auth=auth,
+            timeout=timeout,
+            allow_redirects=allow_redirects,
+        )
+
+
 class TwilioTelephony:
     def __init__(
         self,
@@ -59,12 +102,16 @@ class TwilioTelephony:
         auth_token: str,
         *,
         api_base_url: str | None = None,
+        edge: str | None = None,
+        region: str | None = None,
         machine_detection: str = "DetectMessageEnd",
         request_timeout: float = 10.0,
     ) -> None:
         self._account_sid = account_sid
         self._auth_token = auth_token
         self._api_base_url = api_base_url
+        self._edge = edge
+        self._region = region
         self._request_timeout = request_timeout
         self._machine_detection = machine_detection
         self._http: AsyncTwilioHttpClient | None = None
@@ -74,12 +121,22 @@ class TwilioTelephony:
     def _client(self) -> Any:
         # aiohttp wants a running event loop, so the client is made on first use, not at import.
         if self._twilio is None:
-            self._http = AsyncTwilioHttpClient(timeout=self._request_timeout)
-            self._twilio = Client(self._account_sid, self._auth_token, http_client=self._http)
-            if self._api_base_url:
-                # Domain.base_url is a plain attribute and Client.api caches its Api instance,
-                # so this points every Calls request at the simulator or a test double.
-                self._twilio.api.base_url = self._api_base_url.rstrip("/")
+            self._http = (
+                RedirectingHttpClient(self._api_base_url, timeout=self._request_timeout)
+                if self._api_base_url
+                else AsyncTwilioHttpClient(timeout=self._request_timeout)
+            )
+            # The library's own edge/region parameters (it builds api.<edge>.<region>.twilio.com).
+            self._twilio = Client(
+                self._account_sid,
+                self._auth_token,
+                http_client=self._http,
+                edge=self._edge,
+                region=self._region,
+            )
+            # Without an edge the library reads TWILIO_EDGE from os.environ itself, which is the
+            # primary's: a fallback account without an edge must not inherit it.
+            self._twilio.edge, self._twilio.region = self._edge, self._region
         return self._twilio
 
     async def _call(self, operation: str, coro: Any) -> Any:

@@ -73,6 +73,8 @@ def spoken_alert(
     phrases: Phrases,
     now: datetime,
     title_limit: int = TITLE_LIMIT,
+    *,
+    newest_first: bool = False,
 ) -> str:
     """The main message: one problem in full, or a bundle's count, worst and first few."""
     parts = [phrases.intro]
@@ -88,11 +90,15 @@ def spoken_alert(
         if p.started_at is not None:
             parts.append(phrases.started(now - p.started_at))
         return phrases.joiner.join(parts)
-    ordered = sorted(problems, key=lambda p: p.severity.rank, reverse=True)
+    worst = max(problems, key=lambda p: p.severity.rank)
+    # A call-back lists what happened last first, as the caller asked "what did I miss?".
+    ordered = (
+        list(problems)
+        if newest_first
+        else sorted(problems, key=lambda p: p.severity.rank, reverse=True)
+    )
     parts.append(
-        phrases.bundle_intro.format(
-            count=len(problems), worst=phrases.severity[ordered[0].severity]
-        )
+        phrases.bundle_intro.format(count=len(problems), worst=phrases.severity[worst.severity])
     )
     for n, p in enumerate(ordered[:BUNDLE_ITEMS_SPOKEN], start=1):
         parts.append(
@@ -137,6 +143,7 @@ def call_twiml(
     gather_timeout: int,
     now: datetime,
     keys: Keys,
+    newest_first: bool = False,
 ) -> str:
     """The document a call starts with: the alert, then the menu, inside one Gather so that a
     key pressed while the alert is still being read takes effect at once."""
@@ -148,7 +155,7 @@ def call_twiml(
             response,
             gather_url,
             gather_timeout,
-            [spoken_alert(problems, phrases, now, limit), menu],
+            [spoken_alert(problems, phrases, now, limit, newest_first=newest_first), menu],
             phrases,
             voices,
         )

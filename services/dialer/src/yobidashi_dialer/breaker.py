@@ -1,0 +1,176 @@
+"""A circuit breaker per telephony account, kept in JetStream KV.
+
+Every dialer replica reads and changes the same record with compare-and-set, so they agree
+on which account is healthy, and a restart keeps what was learnt. An account opens on evidence:
+
+- creates failing with 5xx, timeouts or auth errors ``threshold`` times within ``window``;
+- an error that means the account or its number cannot call at all (suspended, unverified
+  caller ID, no geo permission): at once;
+- calls it accepted that, at the watchdog's time, have neither sent a status nor can be fetched
+  with a status past ``queued``/``initiated`` (counted like failed creates).
+
+After ``cooldown`` the first caller to ask gets a *probe*: one real call attempt on the account
+(half-open). Its success closes the breaker; its failure opens it for another cooldown. Other
+callers keep going to the next account meanwhile. A probe that never reports (its worker died)
+is given up after ``probe_timeout`` and the next caller probes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel
+
+from yobidashi_common.bus import Bus, KvStore
+from yobidashi_common.subjects import BucketSpec
+from yobidashi_common.telemetry import get_logger
+from yobidashi_dialer import metrics
+
+log = get_logger(__name__)
+
+BREAKERS = BucketSpec("yobidashi_breakers", "Circuit breaker per telephony account.")
+
+State = Literal["closed", "open", "half_open"]
+STATES: tuple[State, ...] = ("closed", "open", "half_open")
+Admission = Literal["yes", "probe", "no"]
+
+
+@dataclass(frozen=True)
+class BreakerPolicy:
+    threshold: int = 3
+    window: float = 60.0
+    cooldown: float = 30.0
+    probe_timeout: float = 60.0
+
+
+class BreakerState(BaseModel):
+    state: State = "closed"
+    since: float = 0.0  # when it entered ``state`` (epoch seconds)
+    failures: list[float] = []  # recent failure times while closed
+    reason: str = ""
+    probe_until: float = 0.0  # half-open: the probe out now counts until then
+    spent: dict[str, float] = {}  # seconds spent in each state, finished periods only
+
+    def moved(self, to: State, now: float, reason: str = "") -> BreakerState:
+        spent = dict(self.spent)
+        if self.since:
+            spent[self.state] = spent.get(self.state, 0.0) + max(now - self.since, 0.0)
+        return BreakerState(state=to, since=now, reason=reason, spent=spent)
+
+
+class Breaker:
+    def __init__(
+        self,
+        bus: Bus,
+        account: str,
+        policy: BreakerPolicy,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.account = account
+        self.policy = policy
+        self._store = KvStore(bus, BREAKERS.name, BreakerState)
+        self._now = clock
+
+    def _observe(self, state: BreakerState | None) -> None:
+        current = state or BreakerState()
+        for name in STATES:
+            metrics.BREAKER_STATE.labels(self.account, name).set(int(current.state == name))
+            seconds = current.spent.get(name, 0.0)
+            if current.state == name and current.since:
+                seconds += max(self._now() - current.since, 0.0)
+            metrics.BREAKER_SECONDS.labels(self.account, name).set(seconds)
+
+    def _moved(self, before: State, after: BreakerState | None) -> None:
+        if after is not None and after.state != before:
+            metrics.BREAKER_TRANSITIONS.labels(self.account, after.state).inc()
+            log.warning(
+                "telephony.breaker", account=self.account, state=after.state, reason=after.reason
+            )
+        self._observe(after)
+
+    async def state(self) -> BreakerState:
+        found = await self._store.get(self.account)
+        current = found[0] if found else BreakerState()
+        self._observe(current)
+        return current
+
+    async def admit(self) -> Admission:
+        """May a new call go to this account now? "probe": yes, as the half-open probe."""
+        verdict: Admission = "no"
+        before: State = "closed"
+
+        def change(current: BreakerState | None) -> BreakerState | None:
+            nonlocal verdict, before
+            state = current or BreakerState()
+            before = state.state
+            now = self._now()
+            if state.state == "closed":
+                verdict = "yes"
+                return None
+            due = (state.state == "open" and now >= state.since + self.policy.cooldown) or (
+                state.state == "half_open" and now >= state.probe_until
+            )
+            if not due:
+                verdict = "no"
+                return None
+            verdict = "probe"
+            probing = state.moved("half_open", now, "probe") if state.state == "open" else state
+            return probing.model_copy(update={"probe_until": now + self.policy.probe_timeout})
+
+        # The usual case (closed) costs one read and no write.
+        found = await self._store.get(self.account)
+        if found is None or found[0].state == "closed":
+            self._observe(found[0] if found else None)
+            return "yes"
+        result = await self._store.mutate(self.account, change)
+        self._moved(before, result)
+        return verdict
+
+    async def failure(self, kind: str, detail: str, *, fatal: bool = False) -> bool:
+        """Count evidence against the account. Returns True if the breaker is open now."""
+        metrics.ACCOUNT_ERRORS.labels(self.account, kind).inc()
+        before: State = "closed"
+
+        def change(current: BreakerState | None) -> BreakerState | None:
+            nonlocal before
+            state = current or BreakerState()
+            before = state.state
+            now = self._now()
+            reason = f"{kind}: {detail}"
+            if state.state == "open":
+                return None
+            if state.state == "half_open":
+                return state.moved("open", now, f"probe failed, {reason}")
+            recent = [t for t in state.failures if t > now - self.policy.window] + [now]
+            if fatal or len(recent) >= self.policy.threshold:
+                return state.moved("open", now, reason)
+            if not state.since:
+                state = state.model_copy(update={"since": now})
+            return state.model_copy(update={"failures": recent})
+
+        result = await self._store.mutate(self.account, change)
+        self._moved(before, result)
+        return result is not None and result.state == "open"
+
+    async def success(self) -> None:
+        """A call was placed through the account: a half-open probe closes the breaker."""
+        before: State = "closed"
+
+        def change(current: BreakerState | None) -> BreakerState | None:
+            nonlocal before
+            if current is None:
+                return None
+            before = current.state
+            if current.state != "half_open":
+                return None
+            return current.moved("closed", self._now(), "probe succeeded")
+
+        found = await self._store.get(self.account)
+        if found is None or found[0].state != "half_open":
+            return
+        result = await self._store.mutate(self.account, change)
+        self._moved(before, result)
