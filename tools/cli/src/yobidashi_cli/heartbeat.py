@@ -44,6 +44,13 @@ FAILURES = Counter(
     ["stage"],
     registry=REGISTRY,
 )
+ROUNDS_BY_ACCOUNT = Counter(
+    "yobidashi_heartbeat_rounds_total",
+    "Answered canary rounds by the telephony account that carried the call (its configured "
+    "name): anything but the primary here means the path works only through a fallback.",
+    ["account"],
+    registry=REGISTRY,
+)
 ANSWERED = {"answered", "reached", "acknowledged", "passed"}
 
 
@@ -75,8 +82,11 @@ def canary_alert(event_id: int, number: str, value: int) -> dict[str, Any]:
     return recovery_notification(problem, recovery_event_id=event_id + 1, at=now)
 
 
-async def one_round(http: httpx.AsyncClient, canary: Canary, event_id: int) -> float | None:
-    """Seconds from posting the alert to an answered call; None (and a counted failure)."""
+async def one_round(
+    http: httpx.AsyncClient, canary: Canary, event_id: int
+) -> tuple[float, str] | None:
+    """Seconds from posting the alert to an answered call, and the telephony account that
+    carried it; None (and a counted failure)."""
     started = time.monotonic()
     headers = {"Authorization": f"Bearer {canary.token}"}
     try:
@@ -97,8 +107,10 @@ async def one_round(http: httpx.AsyncClient, canary: Canary, event_id: int) -> f
             response = await http.get(f"{canary.dialer}/v1/incidents/{event_id}")
             if response.status_code == 200:
                 incident = response.json()
-                if any(c["status"] in ANSWERED for c in incident["calls"]):
-                    return time.monotonic() - started
+                answered = next((c for c in incident["calls"] if c["status"] in ANSWERED), None)
+                if answered is not None:
+                    # A dialer from before fallback accounts names none: its only account.
+                    return time.monotonic() - started, answered.get("account") or "primary"
                 refusal = next(
                     (e for e in incident["timeline"] if e["what"] == "not calling"), None
                 )
@@ -135,11 +147,13 @@ async def run(
         while rounds is None or done < rounds:
             # A fresh event id per round, far above real Zabbix ids.
             event_id = 8_000_000_000 + int(time.time())
-            seconds = await one_round(http, canary, event_id)
-            if seconds is not None:
+            result = await one_round(http, canary, event_id)
+            if result is not None:
+                seconds, account = result
                 ROUND_TRIP.observe(seconds)
                 LAST_SUCCESS.set(time.time())
-                log.info("heartbeat.ok", round_trip_seconds=round(seconds, 2))
+                ROUNDS_BY_ACCOUNT.labels(account).inc()
+                log.info("heartbeat.ok", round_trip_seconds=round(seconds, 2), account=account)
             done += 1
             if rounds is None or done < rounds:
                 await asyncio.sleep(every)

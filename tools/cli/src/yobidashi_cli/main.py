@@ -3,6 +3,9 @@
 - ``yobidashi config check FILE``: validate the on-call YAML (exit 1 if it has problems);
 - ``yobidashi oncall now [--at T]``: who is on call per schedule (asks the dialer, or reads
   ``--config FILE`` directly);
+- ``yobidashi contact verify NAME|NUMBER``: a call with a code to key in; ``config check`` and
+  ``oncall now`` list the contacts whose number is not verified;
+- ``yobidashi override add|list|remove``: who covers whom for a while (through the dialer);
 - ``yobidashi send-test-alert``: post a realistic Zabbix problem to ingest;
 - ``yobidashi heartbeat``: the canary, a synthetic alert through the whole paging path every few
   minutes, with its own ``/metrics``.
@@ -23,7 +26,7 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
-from yobidashi_cli import heartbeat
+from yobidashi_cli import contacts, heartbeat, overrides
 from yobidashi_cli.settings import CliSettings, HeartbeatSettings
 from yobidashi_cli.webhook import problem_notification
 from yobidashi_common.telemetry import configure_logging
@@ -45,6 +48,9 @@ def config_check(args: argparse.Namespace) -> int:
         f"{args.file}: ok — {len(config.contacts)} contacts, {len(config.schedules)} schedules, "
         f"{len(config.policies)} policies, {len(config.routes)} routes"
     )
+    if args.dialer:
+        for line in contacts.unverified_lines(args.dialer, {c.id for c in config.contacts}):
+            _print(line)
     return 0
 
 
@@ -83,6 +89,9 @@ def oncall_now(args: argparse.Namespace) -> int:
         until = f" until {schedule['until']}" if schedule["until"] else ""
         because = f" [{person['because']}]" if person and person.get("because") else ""
         _print(f"  {schedule['name']:<20} {who}{until}{because}")
+    if not args.config:
+        for line in contacts.unverified_lines(args.dialer):
+            _print(line)
     return 0
 
 
@@ -168,6 +177,11 @@ def parser() -> argparse.ArgumentParser:
     )
     check = config.add_parser("check", help="validate an on-call YAML file")
     check.add_argument("file")
+    check.add_argument(
+        "--dialer",
+        default=env.yobidashi_dialer_url,
+        help="also list the contacts whose number is not verified (empty: do not ask)",
+    )
     check.set_defaults(run=config_check)
 
     oncall = commands.add_parser("oncall", help="who is on call").add_subparsers(
@@ -179,6 +193,14 @@ def parser() -> argparse.ArgumentParser:
     now.add_argument("--dialer", default=env.yobidashi_dialer_url)
     now.add_argument("--json", action="store_true")
     now.set_defaults(run=oncall_now)
+
+    admin = env.yobidashi_admin_token
+    overrides.add_commands(
+        commands, env.yobidashi_dialer_url, admin.get_secret_value() if admin else None
+    )
+    contacts.add_commands(
+        commands, env.yobidashi_dialer_url, admin.get_secret_value() if admin else None
+    )
 
     alert = commands.add_parser("send-test-alert", help="post a test problem to ingest")
     alert.add_argument("--ingest", default=env.yobidashi_ingest_url)

@@ -25,6 +25,9 @@ class CliSettings(BaseSettings):
     ingest_token: SecretStr | None = Field(
         None, description="Ingest's token, for send-test-alert and the heartbeat."
     )
+    yobidashi_admin_token: SecretStr | None = Field(
+        None, description="The dialer's admin token, for `yobidashi override add|remove`."
+    )
 
 
 class HeartbeatSettings(CliSettings):

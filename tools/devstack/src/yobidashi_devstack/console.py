@@ -45,6 +45,7 @@ class Backends:
     # With a real Zabbix: fires the test trigger and returns what happened, in words.
     fire_zabbix_problem: Callable[[], Awaitable[str]] | None = None
     standin: ZabbixStandIn | None = None
+    twilio_number: str = ""  # our number: the web phones call it back
 
 
 class TestAlert(BaseModel):
@@ -89,7 +90,11 @@ def create_console(backends: Backends) -> FastAPI:
 
         async def newest(number: str) -> dict[str, Any] | None:
             found = await http.get(f"{backends.sim}/sim/calls", params={"to": number})
-            calls = found.json()["calls"]
+            # A call this phone made to us (a call-back) is its call too.
+            made = await http.get(f"{backends.sim}/sim/calls", params={"from": number})
+            calls = found.json()["calls"] + [
+                c for c in made.json()["calls"] if c["direction"] == "inbound"
+            ]
             if not calls:
                 return None
             return phone_call(max(calls, key=lambda c: c["times"]["created"]), listening)
@@ -149,6 +154,23 @@ def create_console(backends: Backends) -> FastAPI:
             raise HTTPException(response.status_code, response.json().get("detail"))
         result: dict[str, Any] = response.json()
         return result
+
+    @app.post("/api/phones/{number}/call-back")
+    async def call_back(number: str) -> dict[str, Any]:
+        """The phone calls our Twilio number, whose Voice URL is the dialer's."""
+        if number not in {p.number for p in backends.phones}:
+            raise HTTPException(404, f"no web phone {number}")
+        response = await http.post(
+            f"{backends.sim}/sim/inbound",
+            json={
+                "from": number,
+                "to": backends.twilio_number,
+                "url": f"{backends.dialer}/twilio/voice/incoming",
+            },
+        )
+        if response.status_code != 201:
+            raise HTTPException(502, f"the simulator answered {response.status_code}")
+        return {"sid": response.json()["sid"]}
 
     @app.post("/api/test-alert")
     async def send_test_alert(alert: TestAlert) -> dict[str, Any]:

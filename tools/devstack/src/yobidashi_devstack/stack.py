@@ -176,7 +176,9 @@ async def devstack(options: Options, say: Callable[[str], None]) -> AsyncIterato
             acker_zabbix = {"ZABBIX_URL": f"{console_url}/zabbix", "ZABBIX_API_TOKEN": acker_token}
             zabbix_shown = f"{console_url}/zabbix (a stand-in: --with-zabbix for the real one)"
 
-        backends = Backends(ingest_url, dialer_url, sim_url, token, all_phones, fire, standin)
+        backends = Backends(
+            ingest_url, dialer_url, sim_url, token, all_phones, fire, standin, FROM_NUMBER
+        )
         await stack.enter_async_context(serve(create_console(backends), ports["console"]))
 
         say("starting the Twilio simulator, ingest, dialer and acker")
@@ -212,6 +214,8 @@ async def devstack(options: Options, say: Callable[[str], None]) -> AsyncIterato
                     "DIAL_GATHER_TIMEOUT": "10",
                     "DIAL_MENU_REPEATS": "3",
                     "DIAL_RETRY_PAUSE": "20",
+                    # The web phone's "Call Yobidashi back": the simulator's caller IDs are ours.
+                    "DIAL_CALLBACK": "on",
                 },
                 logs / "dialer.log",
                 port=ports["dialer"],
