@@ -187,6 +187,7 @@ def test_the_paging_path_failures_are_covered() -> None:
         "YobidashiNatsDisconnected": "yobidashi_bus_connected",
         "YobidashiAckerZabbixDown": "yobidashi_acker_zabbix_up",
         "YobidashiHeartbeatMissing": "yobidashi_heartbeat_last_success_timestamp_seconds",
+        "YobidashiRunningOnFallbackAccount": "yobidashi_dialer_account_in_use",
     }
     for alert, needle in expected.items():
         assert needle in exprs[alert], alert

@@ -262,3 +262,56 @@ def test_two_phones_that_mask_alike_each_hear_only_their_own_problems(tmp_path: 
         assert stack.interrupt() == 0
     finally:
         stack.kill()
+
+
+def put(url: str, body: dict[str, Any]) -> None:
+    request = urllib.request.Request(
+        url, json.dumps(body).encode(), {"Content-Type": "application/json"}, method="PUT"
+    )
+    with urllib.request.urlopen(request, timeout=10):
+        pass
+
+
+def test_a_missed_call_then_call_yobidashi_back_press_1_acknowledges(devstack: Devstack) -> None:
+    console, sim = devstack.urls["console"], devstack.urls["sim"]
+    phones = [p["number"] for p in get(f"{console}/api/state")["phones"]]
+    for number in phones:  # everyone is busy: the page is missed
+        put(f"{sim}/sim/scenarios/{quote(number)}", {"answer": "busy"})
+
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1360, "height": 860})
+        page.goto(f"{console}/phone")
+        page.click("#send-test-alert")
+        page.wait_for_selector(".incident", timeout=30_000)
+
+        def missed() -> str | None:
+            for phone in get(f"{console}/api/state")["phones"]:
+                if phone["call"] and phone["call"]["status"] == "busy":
+                    return str(phone["number"])
+            return None
+
+        number = wait_for(missed, "the on-call phone to be busy")
+        # The person is free again and calls back from the phone that was paged.
+        urllib.request.urlopen(
+            urllib.request.Request(f"{sim}/sim/scenarios/{quote(number)}", method="DELETE"),
+            timeout=10,
+        ).close()
+        phone = f'.phone[data-number="{number}"]'
+        page.click(f"{phone} button.call-back")
+        page.wait_for_selector(f'{phone}[data-state="talking"]', timeout=30_000)
+        page.wait_for_function(
+            f"document.querySelector('{phone} .spoken').textContent.includes('web01')",
+            timeout=30_000,
+        )
+        page.click(f'{phone} .keypad button[data-key="1"]')
+        page.wait_for_selector(".incident .status.acknowledged", timeout=30_000)
+        page.wait_for_selector(".incident .zabbix", timeout=60_000)
+        incident = page.inner_text(".incident")
+        assert "via phone" in incident
+    [ack] = get(f"{console}/api/state")["zabbix_acks"]
+    assert "via Yobidashi" in ack["message"]
+    [call] = get(f"{sim}/sim/calls?from={quote(number)}")["calls"]
+    assert call["direction"] == "inbound"
+    assert call["digits"][0]["keys"] == "1"
+    # Ctrl-C, so the devstack stops its children (the fixture's kill -9 would orphan them).
+    assert devstack.interrupt() == 0

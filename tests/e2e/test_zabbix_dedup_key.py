@@ -117,9 +117,12 @@ async def test_dedup_key_is_one_per_zabbix_alert_retries_included(
 
     assert len(alerts) == 7, [a["alertid"] for a in alerts]
     assert all(int(a["retries"]) >= 1 for a in alerts), "every alert was retried"
-    assert len(receiver.bodies) == sum(1 + int(a["retries"]) for a in alerts)
+    # This problem's deliveries only: a problem an interrupted earlier run left open on the same
+    # trigger also recovers (and notifies through this media type) when the value drops.
+    ours = [body for body in receiver.bodies if body["event_id"] == eventid]
+    assert len(ours) == sum(1 + int(a["retries"]) for a in alerts)
     by_key: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for body in receiver.bodies:
+    for body in ours:
         by_key[key_of(body)].append(body)
     # One key per Zabbix alert: retries collapse, distinct notifications never merge.
     assert len(by_key) == len(alerts)

@@ -8,6 +8,7 @@ import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import nats
 import nats.js.errors
@@ -47,6 +48,10 @@ BUCKET = BucketSpec("t_state", "test state")
 
 
 class Ping(Contract):
+    n: int
+
+
+class Note(pydantic.BaseModel):
     n: int
 
 
@@ -318,6 +323,129 @@ async def test_kv_store_compare_and_set(nats_url: str) -> None:
         assert unchanged.n == 20
 
 
+async def test_mutate_starts_from_what_it_last_saw_and_never_writes_on_a_stale_guess(
+    nats_url: str,
+) -> None:
+    """Two replicas' stores on one key: each write starts from its own last view, and a view
+    another replica made stale costs a failed compare-and-set and a read, never a lost write."""
+
+    def requests() -> float:
+        return sum(
+            REGISTRY.get_sample_value("yobidashi_bus_jetstream_requests_total", {"operation": op})
+            or 0.0
+            for op in ("kv_get", "kv_create", "kv_update")
+        )
+
+    def bump(p: Ping | None) -> Ping:
+        return Ping(n=(p.n if p else 0) + 1)
+
+    async with connected(nats_url) as bus:
+        one, two = KvStore(bus, "t_state", Ping), KvStore(bus, "t_state", Ping)
+        await one.delete("guess")
+        await one.mutate("guess", bump)  # read (absent), create
+        before = requests()
+        await one.mutate("guess", bump)  # from its own last write: one update, no read
+        assert requests() - before == 1
+        await two.mutate("guess", bump)  # two has never seen it: read, update
+        before = requests()
+        await one.mutate("guess", bump)  # stale: a refused update, a read, an update
+        assert requests() - before == 3
+        stored = await two.get("guess")
+        assert stored is not None
+        assert stored[0].n == 4
+
+        # A decision to leave the value as it is is never taken on a stale view.
+        await two.mutate("guess", bump)  # n = 5, one's view still says 4
+        seen: list[int] = []
+
+        def keep_if_five(p: Ping | None) -> Ping | None:
+            assert p is not None
+            seen.append(p.n)
+            return None if p.n == 5 else Ping(n=99)
+
+        assert (await one.mutate("guess", keep_if_five)) == Ping(n=5)
+        assert seen == [4, 5]  # the guess said 4 (would write 99); the fresh read said 5
+
+        # Changing a (mutable) model a caller was handed does not change what the store
+        # remembers: the next write still starts from what was stored.
+        notes = KvStore(bus, "t_state", Note)
+        handed = await notes.get("guess")
+        assert handed is not None
+        handed[0].n = 1000
+        assert (await notes.mutate("guess", lambda p: Note(n=(p.n if p else 0) + 1))) == Note(n=6)
+
+
+async def test_a_bucket_not_made_yet_is_unavailable_not_an_error(nats_url: str) -> None:
+    """Just after a service starts, its buckets may not exist yet: callers answer 503."""
+    async with connected(nats_url) as bus:
+        with pytest.raises(BusUnavailable):
+            await bus.kv("t_never_made")
+
+
+async def test_every_jetstream_request_is_counted_once_by_operation(nats_url: str) -> None:
+    """bench.round_trips reads requests per call off this counter: each KV call and publish is
+    one request, a failed compare-and-set included (it cost a round trip too)."""
+
+    def counted() -> dict[str, float]:
+        ops = ("publish", "kv_get", "kv_create", "kv_update", "kv_put", "kv_delete")
+        return {
+            op: REGISTRY.get_sample_value(
+                "yobidashi_bus_jetstream_requests_total", {"operation": op}
+            )
+            or 0.0
+            for op in ops
+        }
+
+    async with connected(nats_url) as bus:
+        store = KvStore(bus, "t_state", Ping)
+        await store.delete("c")
+        before = counted()
+        rev = await store.create("c", Ping(n=1))
+        assert rev is not None
+        assert await store.create("c", Ping(n=2)) is None
+        assert await store.update("c", Ping(n=3), rev) is not None
+        await store.get("c")
+        await store.put("c", Ping(n=4))
+        await store.delete("c")
+        await bus.publish("t.events.counted", Ping(n=5), msg_id="counted-1")
+        after = counted()
+    assert {op: after[op] - before[op] for op in after} == {
+        "publish": 1,
+        "kv_get": 1,
+        "kv_create": 2,
+        "kv_update": 1,
+        "kv_put": 1,
+        "kv_delete": 1,
+    }
+
+
+async def test_kv_store_recent_lists_a_key_rewritten_while_it_reads(nats_url: str) -> None:
+    """The dialer's incident list once came back empty under load: the one incident was
+    rewritten between reading the stream's last sequence and the message there, so its value
+    had moved above the scan and was gone below it."""
+    async with connected(nats_url) as bus:
+        store = KvStore(bus, "t_busy", Ping)
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await bus.js.delete_key_value("t_busy")
+        await bus.js.create_key_value(bucket="t_busy", history=1)
+        await store.put("only", Ping(n=1))
+        js = bus.js
+        original = js.get_msg
+        rewrites: list[int] = []
+
+        async def rewritten_first(*args: Any, **kwargs: Any) -> Any:
+            if not rewrites:
+                rewrites.append(await store.put("only", Ping(n=2)))  # a writer, mid-scan
+            return await original(*args, **kwargs)
+
+        js.get_msg = rewritten_first  # type: ignore[method-assign]
+        try:
+            assert [p.n for p in await store.recent(5)] == [2]
+        finally:
+            js.get_msg = original  # type: ignore[method-assign]
+        assert rewrites
+
+
 async def test_kv_store_recent_lists_the_last_written_keys_newest_first(nats_url: str) -> None:
     async with connected(nats_url) as bus:
         store = KvStore(bus, "t_state", Ping)
@@ -331,6 +459,29 @@ async def test_kv_store_recent_lists_the_last_written_keys_newest_first(nats_url
         await store.delete("r4")
         assert [p.n for p in await store.recent(3)] == [22, 3, 1]
         assert [p.n for p in await store.recent(1)] == [22]
+
+
+async def test_kv_store_keys_lists_every_key_under_a_prefix_in_one_request(nats_url: str) -> None:
+    async with connected(nats_url) as bus:
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await bus.js.delete_key_value("t_keys")
+        await bus.js.create_key_value(bucket="t_keys", history=3)
+        store = KvStore(bus, "t_keys", Ping)
+        assert await store.keys() == []
+        for n in range(40):
+            await store.put(kv_key("contact", f"c{n:02d}"), Ping(n=n))
+        await store.put(kv_key("attempt", "a1"), Ping(n=-1))
+        await store.put(kv_key("contact", "c07"), Ping(n=70))  # rewritten: still one key
+        await store.delete(kv_key("contact", "c03"))
+        counted = {"operation": "stream_info"}
+        before = REGISTRY.get_sample_value("yobidashi_bus_jetstream_requests_total", counted) or 0
+        listed = await store.keys("contact.")
+        after = REGISTRY.get_sample_value("yobidashi_bus_jetstream_requests_total", counted)
+        assert after == before + 1
+        assert listed == [f"contact.c{n:02d}" for n in range(40)], "c03 listed, its get is None"
+        assert await store.get("contact.c03") is None
+        assert await store.keys("attempt.") == ["attempt.a1"]
+        assert len(await store.keys()) == 41
 
 
 def test_kv_key_escapes_what_nats_forbids() -> None:

@@ -20,33 +20,30 @@ from yobidashi_common.events import (
 )
 from yobidashi_common.subjects import CALLS_STREAM, KEYS_STREAM
 from yobidashi_dialer.core.model import Incident, IncidentStatus, PageStatus
-from yobidashi_testing.stack import (
-    FROM_NUMBER,
-    Bus,
-    alert_event,
-    dialer_in_process,
-    eventually,
-    simulator,
-)
+from yobidashi_testing.dialer_stack import dialer_stack
+from yobidashi_testing.people import ANSWERS_AND_PRESSES_1, YAMADA
+from yobidashi_testing.stack import FROM_NUMBER, Bus, Sim, alert_event, eventually
 from yobidashi_twilio_sim.spec import validate_create_request
 
 pytestmark = pytest.mark.integration
-
-YAMADA = "+819012345678"
-ANSWER_AND_PRESS_1: dict[str, Any] = {
-    "answer": "human",
-    "answer_after": 2,
-    "digits": [{"after": 0.5, "keys": "1"}],
-}
 
 
 def said(journal: dict[str, Any]) -> str:
     return " ".join(s.get("text") or "" for s in journal["spoken"])
 
 
+async def ringing(sim: Sim, bus: Bus, event_id: int, phone: dict[str, Any]) -> dict[str, Any]:
+    """Yamada's phone, which behaves as ``phone`` says, rings for problem ``event_id``: the call."""
+    await sim.scenario(YAMADA, phone)
+    await bus.publish_alert(alert_event(event_id))
+    [call] = await sim.wait_calls(YAMADA, 1)
+    await sim.wait_status(call["sid"], "ringing")
+    return call
+
+
 async def test_sendto_rings_e164_reads_japanese_and_key_1_is_one_keypress(nats_url: str) -> None:
-    async with simulator() as sim, dialer_in_process(nats_url, sim) as d, Bus(nats_url) as bus:
-        await sim.scenario(YAMADA, ANSWER_AND_PRESS_1)
+    async with dialer_stack(nats_url) as (sim, d, bus):
+        await sim.scenario(YAMADA, ANSWERS_AND_PRESSES_1)
         await bus.publish_alert(
             alert_event(
                 101, sendto="090-1234-5678", title="ディスク使用率が90%を超えました", host="db01"
@@ -101,12 +98,8 @@ async def test_sendto_rings_e164_reads_japanese_and_key_1_is_one_keypress(nats_u
 
 
 async def test_english_contact_hears_english(nats_url: str) -> None:
-    async with (
-        simulator() as sim,
-        dialer_in_process(nats_url, sim, DIAL_DEFAULT_LANGUAGE="en") as _d,
-        Bus(nats_url) as bus,
-    ):
-        await sim.scenario(YAMADA, ANSWER_AND_PRESS_1)
+    async with dialer_stack(nats_url, DIAL_DEFAULT_LANGUAGE="en") as (sim, _d, bus):
+        await sim.scenario(YAMADA, ANSWERS_AND_PRESSES_1)
         await bus.publish_alert(alert_event(102, title="HTTP check failed"))
         [call] = await sim.wait_calls(YAMADA, 1)
         journal = await sim.wait_status(call["sid"], "completed")
@@ -117,11 +110,7 @@ async def test_english_contact_hears_english(nats_url: str) -> None:
 
 
 async def test_no_answer_is_redialled_then_the_step_ends_unreached(nats_url: str) -> None:
-    async with (
-        simulator() as sim,
-        dialer_in_process(nats_url, sim, DIAL_MAX_ATTEMPTS="3") as d,
-        Bus(nats_url) as bus,
-    ):
+    async with dialer_stack(nats_url, DIAL_MAX_ATTEMPTS="3") as (sim, d, bus):
         await sim.scenario(YAMADA, {"answer": "no-answer"})
         await bus.publish_alert(alert_event(201))
         calls = await sim.wait_calls(YAMADA, 3)
@@ -139,8 +128,8 @@ async def test_no_answer_is_redialled_then_the_step_ends_unreached(nats_url: str
 
 
 async def test_busy_then_answer_on_the_redial(nats_url: str) -> None:
-    async with simulator() as sim, dialer_in_process(nats_url, sim) as d, Bus(nats_url) as bus:
-        await sim.scenario(YAMADA, [{"answer": "busy"}, ANSWER_AND_PRESS_1])
+    async with dialer_stack(nats_url) as (sim, d, bus):
+        await sim.scenario(YAMADA, [{"answer": "busy"}, ANSWERS_AND_PRESSES_1])
         await bus.publish_alert(alert_event(202))
         calls = await sim.wait_calls(YAMADA, 2)
         await sim.wait_status(calls[1]["sid"], "completed")
@@ -153,7 +142,7 @@ async def test_busy_then_answer_on_the_redial(nats_url: str) -> None:
 
 
 async def test_machine_leaves_a_voicemail_and_counts_as_unreached(nats_url: str) -> None:
-    async with simulator() as sim, dialer_in_process(nats_url, sim) as d, Bus(nats_url) as bus:
+    async with dialer_stack(nats_url) as (sim, d, bus):
         await sim.scenario(YAMADA, {"answer": "machine", "answer_after": 1, "amd_after": 2})
         await bus.publish_alert(alert_event(301, title="バックアップ失敗"))
         [call] = await sim.wait_calls(YAMADA, 1)
@@ -173,22 +162,16 @@ async def test_machine_leaves_a_voicemail_and_counts_as_unreached(nats_url: str)
 
 
 async def test_recovery_while_ringing_ends_the_call(nats_url: str) -> None:
-    async with simulator() as sim, dialer_in_process(nats_url, sim) as _d, Bus(nats_url) as bus:
-        await sim.scenario(YAMADA, {"answer": "human", "answer_after": 600})
-        await bus.publish_alert(alert_event(401))
-        [call] = await sim.wait_calls(YAMADA, 1)
-        await sim.wait_status(call["sid"], "ringing")
+    async with dialer_stack(nats_url) as (sim, _d, bus):
+        call = await ringing(sim, bus, 401, {"answer": "human", "answer_after": 600})
         await bus.publish_alert(alert_event(401, status=AlertStatus.RESOLVED))
         journal = await sim.wait_status(call["sid"], "canceled", "completed")
         assert [u["params"].get("Status") for u in journal["updates"]] == [["completed"]]
 
 
 async def test_ack_in_the_zabbix_ui_while_ringing_stops_the_calling(nats_url: str) -> None:
-    async with simulator() as sim, dialer_in_process(nats_url, sim) as d, Bus(nats_url) as bus:
-        await sim.scenario(YAMADA, {"answer": "no-answer"})
-        await bus.publish_alert(alert_event(402))
-        [call] = await sim.wait_calls(YAMADA, 1)
-        await sim.wait_status(call["sid"], "ringing")
+    async with dialer_stack(nats_url) as (sim, d, bus):
+        call = await ringing(sim, bus, 402, {"answer": "no-answer"})
         update = AlertUpdate(actions=[UpdateAction.ACKNOWLEDGED], user="Sato Hanako (sato)")
         await bus.publish_alert(alert_event(402, status=AlertStatus.UPDATED, seq=2, update=update))
         await sim.wait_status(call["sid"], "canceled", "completed")
@@ -206,11 +189,8 @@ async def test_ack_in_the_zabbix_ui_while_ringing_stops_the_calling(nats_url: st
 
 
 async def test_forged_or_unsigned_callbacks_get_403_and_publish_nothing(nats_url: str) -> None:
-    async with simulator() as sim, dialer_in_process(nats_url, sim) as d, Bus(nats_url) as bus:
-        await sim.scenario(YAMADA, {"answer": "human", "answer_after": 600})
-        await bus.publish_alert(alert_event(501))
-        [call] = await sim.wait_calls(YAMADA, 1)
-        await sim.wait_status(call["sid"], "ringing")
+    async with dialer_stack(nats_url) as (sim, d, bus):
+        call = await ringing(sim, bus, 501, {"answer": "human", "answer_after": 600})
         incident = await d.dialer.engine.load("zabbix:501")
         assert incident is not None
         call_id = incident.pages[0].call_id
@@ -242,9 +222,9 @@ async def test_forged_or_unsigned_callbacks_get_403_and_publish_nothing(nats_url
 
 
 async def test_twilio_429_and_500_are_retried_within_the_budget(nats_url: str) -> None:
-    async with simulator() as sim, dialer_in_process(nats_url, sim) as _d, Bus(nats_url) as bus:
+    async with dialer_stack(nats_url) as (sim, _d, bus):
         await sim.faults(next_create_statuses=[429, 500, 503])
-        await sim.scenario(YAMADA, ANSWER_AND_PRESS_1)
+        await sim.scenario(YAMADA, ANSWERS_AND_PRESSES_1)
         await bus.publish_alert(alert_event(601))
         [call] = await sim.wait_calls(YAMADA, 1)
         await sim.wait_status(call["sid"], "completed")
@@ -253,7 +233,7 @@ async def test_twilio_429_and_500_are_retried_within_the_budget(nats_url: str) -
 
 
 async def test_invalid_to_at_twilio_is_final_counted_and_on_the_bus(nats_url: str) -> None:
-    async with simulator() as sim, dialer_in_process(nats_url, sim) as d, Bus(nats_url) as bus:
+    async with dialer_stack(nats_url) as (sim, d, bus):
         # Our own check accepts it; the simulator (like Twilio) refuses To == From with 21211.
         await bus.publish_alert(alert_event(701, sendto=FROM_NUMBER))
         failed = await eventually(
@@ -272,7 +252,7 @@ async def test_invalid_to_at_twilio_is_final_counted_and_on_the_bus(nats_url: st
 
 
 async def test_invalid_number_is_never_dialled(nats_url: str) -> None:
-    async with simulator() as sim, dialer_in_process(nats_url, sim) as d, Bus(nats_url) as bus:
+    async with dialer_stack(nats_url) as (sim, d, bus):
         await bus.publish_alert(alert_event(702, sendto="+1 555-555-0100"))
 
         async def noted() -> bool:
@@ -287,11 +267,7 @@ async def test_invalid_number_is_never_dialled(nats_url: str) -> None:
 
 async def test_caller_id_is_sticky_per_recipient(nats_url: str) -> None:
     pool = "+14155550100,+14155550101,+14155550102"
-    async with (
-        simulator() as sim,
-        dialer_in_process(nats_url, sim, TWILIO_FROM_NUMBERS=pool) as d,
-        Bus(nats_url) as bus,
-    ):
+    async with dialer_stack(nats_url, TWILIO_FROM_NUMBERS=pool) as (sim, d, bus):
         await sim.scenario(YAMADA, {"answer": "no-answer"})
         await bus.publish_alert(alert_event(801))
         calls = await sim.wait_calls(YAMADA, 2)

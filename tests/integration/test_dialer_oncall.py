@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -16,14 +13,10 @@ import pytest
 from yobidashi_dialer import metrics
 from yobidashi_harness.nats_server import NatsServer
 from yobidashi_harness.processes import ServiceProcess
-from yobidashi_testing.stack import (
-    Bus,
-    alert_event,
-    dialer_in_process,
-    dialer_process,
-    eventually,
-    simulator,
-)
+from yobidashi_testing.commands import ingest_process, run_cli
+from yobidashi_testing.dialer_stack import dialer_stack, write_oncall
+from yobidashi_testing.people import TANAKA
+from yobidashi_testing.stack import alert_event, dialer_process, eventually, simulator
 
 pytestmark = pytest.mark.integration
 
@@ -60,19 +53,12 @@ async def oncall_name(url: str) -> str | None:
 async def test_oncall_and_incident_views_and_a_reload_on_change(
     nats_url: str, tmp_path: Path
 ) -> None:
-    path = tmp_path / "oncall.yaml"
-    path.write_text(config("tanaka"))
-    async with (
-        simulator() as sim,
-        dialer_in_process(
-            nats_url, sim, YOBIDASHI_CONFIG=str(path), CONFIG_RELOAD_INTERVAL="0.2"
-        ) as d,
-        Bus(nats_url) as bus,
-    ):
+    path = write_oncall(tmp_path, config("tanaka"))
+    async with dialer_stack(nats_url, path, CONFIG_RELOAD_INTERVAL="0.2") as (sim, d, bus):
         assert await oncall_name(d.url) == "田中"
-        await sim.scenario("+819044440001", {"answer": "no-answer"})
+        await sim.scenario(TANAKA, {"answer": "no-answer"})
         await bus.publish_alert(alert_event(4001, sendto=None, title="ディスク満杯"))
-        await sim.wait_calls("+819044440001", 1)
+        await sim.wait_calls(TANAKA, 1)
         async with httpx.AsyncClient() as http:
             incident = (await http.get(f"{d.url}/v1/incidents/4001")).json()
             missing = await http.get(f"{d.url}/v1/incidents/999999")
@@ -115,8 +101,7 @@ async def _true(value: bool) -> bool:
 async def test_sighup_reloads_a_running_dialer_process(
     nats_server: NatsServer, tmp_path: Path
 ) -> None:
-    path = tmp_path / "oncall.yaml"
-    path.write_text(config("tanaka"))
+    path = write_oncall(tmp_path, config("tanaka"))
     async with simulator() as sim:
         proc = dialer_process(
             nats_server.url, sim, tmp_path / "dialer.log",
@@ -152,18 +137,14 @@ async def test_send_test_alert_rings_the_phone_through_ingest(
     nats_url: str, tmp_path: Path
 ) -> None:
     token = "cli-test-token-0123456789"
-    async with simulator() as sim, dialer_in_process(nats_url, sim) as _d:
-        env = {"NATS_URL": nats_url, "INGEST_TOKEN": token}
-        with ServiceProcess("yobidashi-ingest", env, tmp_path / "ingest.log") as ingest:
-            ingest.wait_ready()
-            exe = Path(sys.executable).parent / "yobidashi"
-            result = subprocess.run(
-                [str(exe), "send-test-alert", "--ingest", ingest.url, "--token", token,
-                 "--sendto", "090-5555-0001"],
-                capture_output=True, text=True, check=False,
+    async with dialer_stack(nats_url) as (sim, _d, _bus):
+        with ingest_process(nats_url, tmp_path, INGEST_TOKEN=token) as ingest:
+            code, output = await run_cli(
+                "send-test-alert", "--ingest", ingest.url, "--token", token,
+                "--sendto", "090-5555-0001",
             )  # fmt: skip
-            assert result.returncode == 0, result.stdout
-            assert "ingest answered 202" in result.stdout
+            assert code == 0, output
+            assert "ingest answered 202" in output
             [call] = await sim.wait_calls("+819055550001", 1, "the test alert's call")
             journal = await sim.wait_status(call["sid"], "completed", "no-answer")
             assert "web01" in journal["spoken"][0]["text"]
@@ -172,29 +153,21 @@ async def test_send_test_alert_rings_the_phone_through_ingest(
 async def test_heartbeat_rings_the_canary_number_not_the_on_call_person(
     nats_url: str, tmp_path: Path
 ) -> None:
-    path = tmp_path / "oncall.yaml"
-    path.write_text(config("tanaka"))
+    config_path = write_oncall(tmp_path, config("tanaka"))
     token = "heartbeat-test-token-0123456789"
-    async with (
-        simulator() as sim,
-        dialer_in_process(nats_url, sim, YOBIDASHI_CONFIG=str(path)) as d,
-    ):
-        env = {"NATS_URL": nats_url, "INGEST_TOKEN": token}
-        with ServiceProcess("yobidashi-ingest", env, tmp_path / "ingest.log") as ingest:
-            ingest.wait_ready()
-            exe = Path(sys.executable).parent / "yobidashi"
-            # Not subprocess.run: the dialer under test shares this event loop.
-            beat = await asyncio.create_subprocess_exec(
-                str(exe), "heartbeat", "--ingest", ingest.url, "--dialer", d.url,
+    async with dialer_stack(nats_url, config_path) as (sim, d, _bus):
+        with ingest_process(nats_url, tmp_path, INGEST_TOKEN=token) as ingest:
+            code, output = await run_cli(
+                "heartbeat", "--ingest", ingest.url, "--dialer", d.url,
                 "--token", token, "--number", "+819012340099", "--rounds", "1",
                 "--timeout", "60s", "--port", "0",
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
             )  # fmt: skip
-            output = (await asyncio.wait_for(beat.communicate(), 120))[0].decode()
-        assert beat.returncode == 0, output
+        assert code == 0, output
         events = [json.loads(line)["event"] for line in output.splitlines() if line]
         assert "heartbeat.ok" in events, output
+        [ok] = [json.loads(line) for line in output.splitlines() if '"heartbeat.ok"' in line]
+        assert ok["account"] == "primary"  # which telephony account carried the round
         [call] = await sim.calls("+819012340099")
-        assert await sim.calls("+819044440001") == []  # the on-call person slept through it
+        assert await sim.calls(TANAKA) == []  # the on-call person slept through it
         journal = await sim.wait_status(call["sid"], "completed")
         assert "Yobidashi heartbeat" in journal["spoken"][0]["text"]

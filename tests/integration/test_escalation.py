@@ -9,17 +9,11 @@ import pytest
 
 from yobidashi_common.events import AlertStatus, EscalationExhausted, KeyPressed
 from yobidashi_common.subjects import ESCALATIONS_STREAM, KEYS_STREAM
-from yobidashi_dialer.core.model import IncidentStatus
+from yobidashi_dialer.core.model import Incident, IncidentStatus
+from yobidashi_dialer.store import INCIDENTS, incident_key
 from yobidashi_harness.nats_server import free_port
-from yobidashi_testing.stack import (
-    Bus,
-    Sim,
-    alert_event,
-    dialer_in_process,
-    dialer_process,
-    eventually,
-    simulator,
-)
+from yobidashi_testing.dialer_stack import dialer_stack, write_oncall
+from yobidashi_testing.stack import Bus, Sim, alert_event, dialer_process, eventually, simulator
 
 pytestmark = pytest.mark.integration
 
@@ -34,8 +28,8 @@ def press(key: str) -> dict[str, Any]:
 
 
 def write_config(tmp_path: Path, steps: str, extra: str = "") -> Path:
-    path = tmp_path / "oncall.yaml"
-    path.write_text(
+    return write_oncall(
+        tmp_path,
         f"""contacts:
 {CONTACTS}
 policies:
@@ -47,9 +41,8 @@ policies:
 routes:
   - id: all
     policy: p
-"""
+""",
     )
-    return path
 
 
 async def calls_in_order(sim: Sim) -> list[tuple[str, float]]:
@@ -66,11 +59,7 @@ async def test_five_steps_no_answer_busy_machine_pass_then_ack(
         tmp_path,
         "\n".join(f"      - {{targets: [{{contact: c{n}}}], wait: 4s}}" for n in range(1, 6)),
     )
-    async with (
-        simulator() as sim,
-        dialer_in_process(nats_url, sim, YOBIDASHI_CONFIG=str(config)) as d,
-        Bus(nats_url) as bus,
-    ):
+    async with dialer_stack(nats_url, config) as (sim, d, bus):
         await sim.scenario(PHONES["c1"], {"answer": "no-answer"})
         await sim.scenario(PHONES["c2"], {"answer": "busy"})
         await sim.scenario(PHONES["c3"], {"answer": "machine", "answer_after": 1, "amd_after": 2})
@@ -120,13 +109,7 @@ async def test_recovery_during_step_2_ends_everything(nats_url: str, tmp_path: P
         "      - {targets: [{contact: c2}, {contact: c3}], wait: 60s}\n"
         "      - {targets: [{contact: c4}], wait: 2s}",
     )
-    async with (
-        simulator() as sim,
-        dialer_in_process(
-            nats_url, sim, YOBIDASHI_CONFIG=str(config), TWILIO_RING_TIMEOUT="200"
-        ) as d,
-        Bus(nats_url) as bus,
-    ):
+    async with dialer_stack(nats_url, config, TWILIO_RING_TIMEOUT="200") as (sim, d, bus):
         await sim.scenario(PHONES["c1"], {"answer": "failed"})
         for cid in ("c2", "c3"):
             await sim.scenario(PHONES[cid], {"answer": "human", "answer_after": 190})
@@ -143,27 +126,30 @@ async def test_recovery_during_step_2_ends_everything(nats_url: str, tmp_path: P
         assert await sim.calls(PHONES["c4"]) == [], "step 3 never comes"
 
 
-async def test_dialer_killed_during_the_wait_before_step_3_calls_step_3_once_on_time(
+async def test_dialer_killed_during_step_2_calls_step_3_once_on_time_though_its_callback_was_lost(
     nats_url: str, tmp_path: Path
 ) -> None:
+    """Step 2's call fails while no dialer is up, so its status callback is lost for good
+    (Twilio does not send it again): step 3 still comes when step 2's wait is over."""
     config = write_config(
         tmp_path,
         "      - {targets: [{contact: c1}], wait: 3s}\n"
-        "      - {targets: [{contact: c2}], wait: 6s}\n"
+        "      - {targets: [{contact: c2}], wait: 8s}\n"
         "      - {targets: [{contact: c3}], wait: 3s}",
     )
     port = free_port()
     env = {"YOBIDASHI_CONFIG": str(config), "NATS_ACK_WAIT": "3"}
     async with simulator() as sim, Bus(nats_url) as bus:
         await sim.scenario(PHONES["c1"], {"answer": "failed"})
-        await sim.scenario(PHONES["c2"], {"answer": "failed"})
+        await sim.scenario(PHONES["c2"], {"answer": "failed", "answer_after": 5})
         await sim.scenario(PHONES["c3"], press("1"))
         first = dialer_process(nats_url, sim, tmp_path / "d1.log", env, port=port).start()
         first.wait_ready()
         await bus.publish_alert(alert_event(3003, sendto=None))
         [c2] = await sim.wait_calls(PHONES["c2"], 1)
-        await sim.wait_status(c2["sid"], "failed")
-        first.kill()  # during step 2's wait: step 3 is due 6 s after step 2 began
+        await eventually(lambda: page_placed(bus, "zabbix:3003", "c2"), "step 2's call recorded")
+        first.kill()  # step 2's call rings on; step 3 is due 8 s after step 2 began
+        await sim.wait_status(c2["sid"], "failed")  # its callback finds nobody
         second = dialer_process(nats_url, sim, tmp_path / "d2.log", env, port=port).start()
         try:
             second.wait_ready()
@@ -171,11 +157,21 @@ async def test_dialer_killed_during_the_wait_before_step_3_calls_step_3_once_on_
             await sim.wait_status(c3["sid"], "completed")
         finally:
             second.stop()
-        step3_due = c2["times"]["created"] + 6  # step 2 began just before its call's create
+        c2 = await sim.call(c2["sid"])
+        [final] = [w for w in c2["webhooks"] if w["params"].get("CallStatus") == "failed"]
+        assert final["response_status"] is None, "the status callback was lost"
+        step3_due = c2["times"]["created"] + 8  # step 2 began just before its call's create
         lateness = c3["times"]["created"] - step3_due
         print(f"step 3 was placed {lateness:+.2f}s from its due time, across a kill -9")
         assert lateness >= -0.5, "a step never starts before its wait is over"
         assert len(await sim.calls(PHONES["c3"])) == 1
+
+
+async def page_placed(bus: Bus, problem_key: str, contact: str) -> bool:
+    """The dialer has recorded a call placed for ``contact`` (it knows the call's SID)."""
+    entry = await (await bus.js.key_value(INCIDENTS.name)).get(incident_key(problem_key))
+    incident = Incident.model_validate_json(entry.value)
+    return any(p.call_sid for p in incident.pages if p.contact.id == contact)
 
 
 async def test_a_policy_that_runs_out_reports_it_and_calls_the_fallback(
@@ -184,11 +180,7 @@ async def test_a_policy_that_runs_out_reports_it_and_calls_the_fallback(
     config = write_config(
         tmp_path, "      - {targets: [{contact: c1}], wait: 1s}", extra="    fallback: c6"
     )
-    async with (
-        simulator() as sim,
-        dialer_in_process(nats_url, sim, YOBIDASHI_CONFIG=str(config)) as d,
-        Bus(nats_url) as bus,
-    ):
+    async with dialer_stack(nats_url, config) as (sim, d, bus):
         await sim.scenario(PHONES["c1"], {"answer": "failed"})
         await sim.scenario(PHONES["c6"], {"answer": "busy"})
         await bus.publish_alert(alert_event(3004, sendto=None))

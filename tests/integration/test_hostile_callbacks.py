@@ -30,6 +30,7 @@ from yobidashi_dialer.core.model import IncidentStatus
 from yobidashi_harness import zabbix_scenario as zs
 from yobidashi_harness.zabbix_dev import DevInstance
 from yobidashi_testing.e2e import e2e_stack
+from yobidashi_testing.people import ANSWERS_AND_PRESSES_1, YAMADA
 from yobidashi_testing.stack import (
     Bus,
     RunningDialer,
@@ -42,13 +43,10 @@ from yobidashi_testing.stack import (
 
 pytestmark = pytest.mark.integration
 
-YAMADA = "+819012345678"
 RINGS_ON: dict[str, Any] = {"answer": "human", "answer_after": 600}
-PRESSES_1: dict[str, Any] = {
-    "answer": "human",
-    "answer_after": 2,
-    "digits": [{"after": 0.5, "keys": "1"}],
-}
+# The dialer's longest ring (600 s) is 30 s on the simulator's clock: long enough that the
+# call is still ringing when a slow, loaded machine gets to the test's last check.
+RING_LONG = "600"
 ACKNOWLEDGED_JA = "確認を受け付けました"
 RECOVERED_JA = "すでに復旧しています"
 
@@ -117,7 +115,11 @@ async def ringing_call(sim: Sim, d: RunningDialer, bus: Bus, event_id: int) -> d
 
 
 async def test_parameters_altered_after_signing_are_refused(nats_url: str) -> None:
-    async with simulator() as sim, dialer_in_process(nats_url, sim) as d, Bus(nats_url) as bus:
+    async with (
+        simulator() as sim,
+        dialer_in_process(nats_url, sim, TWILIO_RING_TIMEOUT=RING_LONG) as d,
+        Bus(nats_url) as bus,
+    ):
         journal = await ringing_call(sim, d, bus, 701)
         sid = journal["sid"]
         call_id = call_id_of(journal)
@@ -176,10 +178,12 @@ async def test_callbacks_replayed_after_the_call_ended_add_nothing(nats_url: str
     # later would, so what stops them is the dialer, not JetStream's Nats-Msg-Id memory.
     async with (
         simulator() as sim,
-        dialer_in_process(nats_url, sim, NATS_DUPLICATE_WINDOW="1") as d,
+        dialer_in_process(
+            nats_url, sim, NATS_DUPLICATE_WINDOW="1", TWILIO_RING_TIMEOUT=RING_LONG
+        ) as d,
         Bus(nats_url) as bus,
     ):
-        await sim.scenario(YAMADA, PRESSES_1)
+        await sim.scenario(YAMADA, ANSWERS_AND_PRESSES_1)
         await bus.publish_alert(alert_event(702))
         [call] = await sim.wait_calls(YAMADA, 1)
         await sim.wait_status(call["sid"], "completed")
@@ -233,7 +237,11 @@ async def test_callbacks_replayed_after_the_call_ended_add_nothing(nats_url: str
 async def test_signed_callbacks_about_calls_we_never_placed_publish_nothing(
     nats_url: str,
 ) -> None:
-    async with simulator() as sim, dialer_in_process(nats_url, sim) as d, Bus(nats_url) as bus:
+    async with (
+        simulator() as sim,
+        dialer_in_process(nats_url, sim, TWILIO_RING_TIMEOUT=RING_LONG) as d,
+        Bus(nats_url) as bus,
+    ):
         journal = await ringing_call(sim, d, bus, 703)
         real_call = call_id_of(journal)
         stranger = "CA" + secrets.token_hex(16)
@@ -263,7 +271,11 @@ async def test_signed_callbacks_about_calls_we_never_placed_publish_nothing(
 
 
 async def test_a_signed_1_after_recovery_is_not_an_acknowledgement(nats_url: str) -> None:
-    async with simulator() as sim, dialer_in_process(nats_url, sim) as d, Bus(nats_url) as bus:
+    async with (
+        simulator() as sim,
+        dialer_in_process(nats_url, sim, TWILIO_RING_TIMEOUT=RING_LONG) as d,
+        Bus(nats_url) as bus,
+    ):
         journal = await ringing_call(sim, d, bus, 704)
         await bus.publish_alert(alert_event(704, status=AlertStatus.RESOLVED, seq=2))
         await sim.wait_status(journal["sid"], "canceled", "completed")
@@ -300,7 +312,9 @@ routes:
     )
     async with (
         simulator() as sim,
-        dialer_in_process(nats_url, sim, YOBIDASHI_CONFIG=str(config)) as d,
+        dialer_in_process(
+            nats_url, sim, YOBIDASHI_CONFIG=str(config), TWILIO_RING_TIMEOUT=RING_LONG
+        ) as d,
         Bus(nats_url) as bus,
     ):
         await sim.scenario(YAMADA, {"answer": "human", "answer_after": 1})  # presses nothing

@@ -16,6 +16,7 @@ from yobidashi_common.events import AlertEvent
 from yobidashi_common.subjects import ALERTS_STREAM
 from yobidashi_harness.nats_server import NatsServer
 from yobidashi_harness.processes import ServiceProcess
+from yobidashi_testing.commands import ingest_process
 from yobidashi_testing.media_type import (
     MEDIA_TYPE_YAML,
     load_media_type,
@@ -57,9 +58,9 @@ PROBLEM_MACROS = {
 
 @pytest.fixture
 def ingest(nats_server: NatsServer, tmp_path: Path) -> Iterator[ServiceProcess]:
-    env = {"NATS_URL": nats_server.url, "INGEST_TOKEN": TOKEN, "NATS_PUBLISH_TIMEOUT": "1"}
-    with ServiceProcess("yobidashi-ingest", env, tmp_path / "ingest.log") as proc:
-        proc.wait_ready()
+    with ingest_process(
+        nats_server.url, tmp_path, INGEST_TOKEN=TOKEN, NATS_PUBLISH_TIMEOUT="1"
+    ) as proc:
         yield proc
 
 
