@@ -21,7 +21,11 @@ the budget), then a burst at 500/s with a realistic TWILIO_CPS=20, where calls m
 The phones are busy at once, so calls end immediately and every page has one attempt
 (DIAL_MAX_ATTEMPTS=1).
 
-    .venv/bin/python -m bench.alert_to_dial [--from webhook|bus] [--quick|--full]
+``--cluster``: the same on a 3-node JetStream cluster (every node's URL in NATS_URL,
+NATS_STREAM_REPLICAS=3), so each alert and each KV write is acknowledged by a quorum of two
+nodes; saved as ``alert_to_dial_cluster`` and printed beside the single node by ``run_all``.
+
+    .venv/bin/python -m bench.alert_to_dial [--from webhook|bus] [--cluster] [--quick|--full]
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ from bench.common import (
     histogram_quantile,
     ingest_env,
     machine,
-    nats_server,
+    nats_backend,
     parser,
     print_figures,
     run,
@@ -94,7 +98,7 @@ def number(n: int) -> str:
 
 async def call_markers(nats_url: str) -> dict[str, float]:
     """call SID -> when its dial marker was written (``placing_since``), from the dialer's KV."""
-    nc = await nats.connect(nats_url)
+    nc = await nats.connect(nats_url.split(","))
     try:
         kv = await nc.jetstream().key_value("yobidashi_calls")
         out: dict[str, float] = {}
@@ -239,6 +243,7 @@ async def main() -> None:
         help="TWILIO_CPS of the under-budget rows (default 1000: above every row's rate)",
     )
     p.add_argument("--rows", help="only these rates, e.g. 1,50 (for a look at one row)")
+    p.add_argument("--cluster", action="store_true", help="on a 3-node JetStream cluster (R3)")
     args = p.parse_args()
     rows = [
         Row(r.rate, r.count, args.pipeline_cps if r.cps == 1000 else r.cps)
@@ -247,20 +252,25 @@ async def main() -> None:
     ]
     info = machine()
     results: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory() as tmp, nats_server() as server:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        nats_backend(args.cluster) as (nats_url, nats_env),
+    ):
         work = Path(tmp)
         async with AsyncExitStack() as stack:
             sim_proc = stack.enter_context(sim_process(work, scenario=BUSY, time_scale="0.05"))
             sim = sim_client(sim_proc.url)
             stack.push_async_callback(sim.http.aclose)
             ingest = stack.enter_context(
-                ServiceProcess("yobidashi-ingest", ingest_env(server.url), work / "ingest.log")
+                ServiceProcess(
+                    "yobidashi-ingest", ingest_env(nats_url, **nats_env), work / "ingest.log"
+                )
             )
             ingest.wait_ready()
             offset = 0
             for cps in dict.fromkeys(r.cps for r in rows):
                 port = free_port()
-                env = dialer_env(server.url, sim_proc.url, port, TWILIO_CPS=str(cps))
+                env = dialer_env(nats_url, sim_proc.url, port, TWILIO_CPS=str(cps), **nats_env)
                 with ServiceProcess(
                     "yobidashi-dialer", env, work / f"dialer-{cps}.log", port=port
                 ) as dialer:
@@ -268,17 +278,19 @@ async def main() -> None:
                     # warm-up: the first calls through a fresh process are not what we measure
                     offset += 100_000
                     await measure(Row(5, 5, cps), offset, args.source, ingest, dialer,
-                                  server.url, sim)  # fmt: skip
+                                  nats_url, sim)  # fmt: skip
                     await settle(sim)
                     for row in (r for r in rows if r.cps == cps):
                         offset += 100_000
                         print(f"  {row.count} alerts at {row.rate:g}/s, TWILIO_CPS={cps} ...")
                         results.append(
-                            await measure(row, offset, args.source, ingest, dialer, server.url, sim)
+                            await measure(row, offset, args.source, ingest, dialer, nats_url, sim)
                         )
                         await settle(sim)
     start = "webhook POST" if args.source == "webhook" else "AlertEvent on the bus"
-    print(f"\n{start} -> create at the simulator; {info['cores']} cores, size {size(args)}")
+    where = "3-node cluster, R3" if args.cluster else "one nats-server"
+    print(f"\n{start} -> create at the simulator ({where}); {info['cores']} cores, "
+          f"size {size(args)}")  # fmt: skip
     print(
         f"{'alerts/s':>8}{'CPS':>6}{'alerts':>7}{'dialled':>8}{'p50 ms':>9}{'p99 ms':>9}"
         f"{'max ms':>9}{'pipe p99':>10}{'queue p50':>10}{'queue p99':>10}{'creates/s':>10}"
@@ -298,8 +310,9 @@ async def main() -> None:
         " in the dialer during the row"
     )
     figures: list[Figure] = []
+    prefix = "cluster: " if args.cluster else ""
     for r in results:
-        label = f"alert->dial at {r['rate']:g}/s, CPS {r['cps']}"
+        label = f"{prefix}alert->dial at {r['rate']:g}/s, CPS {r['cps']}"
         if r["rate"] < r["cps"]:
             figures.append(Figure(f"{label}: p99", r["total"]["p99_ms"], "ms", 50, "lower",
                                   f"{r['dialled']}/{r['alerts']} dialled; p50 "
@@ -319,8 +332,9 @@ async def main() -> None:
                 ),
             ]
     print_figures(figures)
+    name = f"alert_to_dial_{args.source}" if args.source != "webhook" else "alert_to_dial"
     save(
-        f"alert_to_dial_{args.source}" if args.source != "webhook" else "alert_to_dial",
+        f"{name}_cluster" if args.cluster else name,
         info,
         figures,
         size=size(args),

@@ -27,6 +27,7 @@ from typing import Any, Literal
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from yobidashi_harness.nats_cluster import NatsCluster
 from yobidashi_harness.nats_server import NatsServer, find_nats_server, free_port
 from yobidashi_harness.processes import ServiceProcess
 from yobidashi_testing.stack import Sim
@@ -271,6 +272,21 @@ def nats_server() -> Iterator[NatsServer]:
         sys.exit("nats-server not found: run `make venv`")
     with NatsServer(binary) as server:
         yield server
+
+
+@contextmanager
+def nats_backend(cluster: bool) -> Iterator[tuple[str, dict[str, str]]]:
+    """The services' NATS: one node, or a 3-node JetStream cluster with R3 streams and KV.
+    Yields the ``NATS_URL`` value and the extra environment the services need for it."""
+    binary = find_nats_server()
+    if binary is None:
+        sys.exit("nats-server not found: run `make venv`")
+    if not cluster:
+        with NatsServer(binary) as server:
+            yield server.url, {}
+        return
+    with NatsCluster(binary) as nodes:
+        yield nodes.urls, {"NATS_STREAM_REPLICAS": "3"}
 
 
 async def eventually(

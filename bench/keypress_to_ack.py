@@ -18,11 +18,12 @@ process too, pointed at each in turn):
   (a) stand-in: the Zabbix JSON-RPC stand-in (yobidashi_zabbix_standin, 6.0's rules, as in
       ``make run``), served by uvicorn in this process; it stamps each request's arrival and
       answer: the pure figure;
-  (b) real Zabbix 6.0 (``yobidashi_harness.zabbix_dev``), provisioned with the prefix "bench"
-      as the end-to-end tests do; each sample is a real problem raised over the trapper, which
-      Zabbix notifies to ingest through our media type. A recording reverse proxy in front of
-      the frontend (the acker's ZABBIX_URL) stamps when each request arrived and when Zabbix
-      answered. Samples are sequential: one on-call phone, one problem at a time.
+  (b) the real Zabbix of ``ZABBIX_VERSION`` (7.0 unless set; ``yobidashi_harness.zabbix_dev``),
+      provisioned with the prefix "bench" as the end-to-end tests do; each sample is a real
+      problem raised over the trapper, which Zabbix notifies to ingest through our media
+      type. A recording reverse proxy in front of the frontend (the acker's ZABBIX_URL)
+      stamps when each request arrived and when Zabbix answered. Samples are sequential:
+      one on-call phone, one problem at a time.
 
     .venv/bin/python -m bench.keypress_to_ack [--quick|--full] [--no-zabbix]
 """
@@ -382,6 +383,7 @@ async def main() -> None:
     info = machine()
     results: dict[str, Any] = {}
     skipped: str | None = None
+    real = zabbix_dev.DevConfig.from_env().version
     with tempfile.TemporaryDirectory() as tmp, nats_server() as server:
         work = Path(tmp)
         async with AsyncExitStack() as stack:
@@ -412,7 +414,7 @@ async def main() -> None:
             if args.no_zabbix:
                 skipped = "--no-zabbix"
             else:
-                print(f"  (b) {n_zabbix} keypresses against the real Zabbix 6.0 ...")
+                print(f"  (b) {n_zabbix} keypresses against the real Zabbix {real} ...")
                 try:
                     async with AsyncExitStack() as zstack:
                         results["zabbix"] = await zabbix_run(
@@ -440,7 +442,7 @@ async def main() -> None:
     if skipped:
         print(f"real Zabbix variant skipped: {skipped}")
     figures: list[Figure] = []
-    labels = {"standin": "stand-in", "zabbix": "real Zabbix 6.0"}
+    labels = {"standin": "stand-in", "zabbix": f"real Zabbix {real}"}
     for name, r in results.items():
         a = r["press_to_ack_request"]
         figures.append(
@@ -462,7 +464,7 @@ async def main() -> None:
             z = r["press_to_zabbix_answer"]
             figures.append(
                 Figure(
-                    "keypress->Zabbix answered, real Zabbix 6.0: p99",
+                    f"keypress->Zabbix answered, real Zabbix {real}: p99",
                     z["p99_ms"],
                     "ms",
                     note=f"p50 {fmt(z['p50_ms'])} ms, max {fmt(z['max_ms'])} ms",

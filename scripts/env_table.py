@@ -47,7 +47,7 @@ def table(cls: type[BaseSettings], parent: type[BaseSettings] | None) -> str:
             and name in inherited
             and (parent.model_fields[name].default != field.default)
         )
-        if name in inherited and not overridden:
+        if (name in inherited and not overridden) or field.exclude:
             continue
         meaning = (field.description or "").replace("|", "\\|").replace("\n", " ")
         if "secret" in str(field.annotation).lower():
