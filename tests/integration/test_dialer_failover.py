@@ -247,7 +247,9 @@ async def test_calls_accepted_but_never_placed_open_the_breaker_and_the_fallback
 
         state = await eventually(opened, "the primary's breaker opened on silent calls")
         assert state.reason.startswith("silent: call still queued")
-        assert silent_failures("primary") - silent_before == 2  # FAST_BREAKER's threshold
+        # At least FAST_BREAKER's threshold (2) of silent evidence: a call still held is looked
+        # at again at each watchdog round, and the next round may already have come.
+        assert silent_failures("primary") - silent_before >= 2
 
         after = number(62)
         await fallback.scenario(after, PRESS_1)
