@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import sys
 from collections.abc import Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 
 import uvicorn
 from fastapi import FastAPI, Response
@@ -15,6 +16,18 @@ from yobidashi_common.settings import ServiceSettings
 from yobidashi_common.telemetry import configure_logging
 
 ReadinessCheck = Callable[[], Mapping[str, bool]]
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+
+
+def service_app(
+    name: str, description: str, lifespan: Lifespan, readiness: ReadinessCheck
+) -> FastAPI:
+    """A service's app, titled ``Yobidashi <name>``, with the ops routes on it."""
+    app = FastAPI(
+        title=f"Yobidashi {name}", version="1", description=description, lifespan=lifespan
+    )
+    add_ops_routes(app, readiness)
+    return app
 
 
 def add_ops_routes(app: FastAPI, readiness: ReadinessCheck) -> None:

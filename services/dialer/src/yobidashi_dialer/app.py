@@ -23,7 +23,7 @@ from yobidashi_common.events import (
     KeyPressed,
 )
 from yobidashi_common.identity import ContactId
-from yobidashi_common.service import add_ops_routes
+from yobidashi_common.service import service_app
 from yobidashi_common.subjects import (
     ACKS_ALL,
     ACKS_STREAM,
@@ -349,14 +349,13 @@ def create_app(settings: DialerSettings, dialer: Dialer | None = None) -> FastAP
         yield
         await dialer.stop()
 
-    app = FastAPI(
-        title="Yobidashi dialer",
-        version="1",
-        description="Twilio's callbacks, and what the dialer knows: who is on call, incidents.",
-        lifespan=lifespan,
+    app = service_app(
+        "dialer",
+        "Twilio's callbacks, and what the dialer knows: who is on call, incidents.",
+        lifespan,
+        lambda: {"nats": dialer.bus.ready},
     )
     app.state.dialer = dialer
-    add_ops_routes(app, lambda: {"nats": dialer.bus.ready})
     app.include_router(dialer.callbacks.router())
     app.include_router(dialer.callback_line.router())
     app.include_router(dialer.verifier.twilio_router())

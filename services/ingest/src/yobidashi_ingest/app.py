@@ -22,7 +22,7 @@ from starlette.routing import request_response
 from yobidashi_common.bus import Bus, BusUnavailable
 from yobidashi_common.events import OWN_ACK_MARKER, AlertStatus, utcnow
 from yobidashi_common.phone import mask
-from yobidashi_common.service import add_ops_routes
+from yobidashi_common.service import service_app
 from yobidashi_common.subjects import alert_subject, shared_streams
 from yobidashi_common.telemetry import bind_trace, get_logger, new_traceparent, register_secret
 from yobidashi_ingest import metrics
@@ -80,14 +80,13 @@ def create_app(settings: IngestSettings, bus: Bus | None = None) -> FastAPI:
         yield
         await bus.close()
 
-    app = FastAPI(
-        title="Yobidashi ingest",
-        version="1",
-        description="Receives Zabbix webhooks (our media type) and stores them as alert events.",
-        lifespan=lifespan,
+    app = service_app(
+        "ingest",
+        "Receives Zabbix webhooks (our media type) and stores them as alert events.",
+        lifespan,
+        lambda: {"nats": bus.ready},
     )
     app.state.bus = bus
-    add_ops_routes(app, lambda: {"nats": bus.ready})
 
     def check_token(request: Request) -> None:
         header = request.headers.get("authorization", "")
