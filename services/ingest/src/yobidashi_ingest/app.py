@@ -22,7 +22,7 @@ from starlette.routing import request_response
 from yobidashi_common.bus import Bus, BusUnavailable
 from yobidashi_common.events import OWN_ACK_MARKER, AlertStatus, utcnow
 from yobidashi_common.phone import mask
-from yobidashi_common.service import service_app
+from yobidashi_common.service import bearer_json_body, service_app
 from yobidashi_common.subjects import alert_subject, shared_streams
 from yobidashi_common.telemetry import bind_trace, get_logger, new_traceparent, register_secret
 from yobidashi_ingest import metrics
@@ -134,15 +134,7 @@ def create_app(settings: IngestSettings, bus: Bus | None = None) -> FastAPI:
             422: {"model": ErrorBody, "description": "Not JSON, or invalid fields."},
             503: {"model": ErrorBody, "description": "The bus cannot store it now; retry."},
         },
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "application/json": {"schema": {"$ref": "#/components/schemas/ZabbixWebhook"}}
-                },
-            },
-            "security": [{"bearer": []}],
-        },
+        openapi_extra=bearer_json_body({"$ref": "#/components/schemas/ZabbixWebhook"}),
     )
     async def receive_zabbix(request: Request) -> Any:
         started = time.perf_counter()
