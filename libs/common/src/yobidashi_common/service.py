@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import signal
 import sys
-from collections.abc import Callable, Mapping
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import uvicorn
@@ -18,6 +18,20 @@ from yobidashi_common.telemetry import configure_logging
 
 ReadinessCheck = Callable[[], Mapping[str, bool]]
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+
+
+def start_stop_lifespan(
+    start: Callable[[], Awaitable[object]], stop: Callable[[], Awaitable[object]]
+) -> Lifespan:
+    """A lifespan that awaits ``start`` before serving and ``stop`` once serving ends."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await start()
+        yield
+        await stop()
+
+    return lifespan
 
 
 def service_app(

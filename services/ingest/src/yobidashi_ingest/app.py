@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import hmac
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -22,7 +20,7 @@ from starlette.routing import request_response
 from yobidashi_common.bus import Bus, BusUnavailable
 from yobidashi_common.events import OWN_ACK_MARKER, AlertStatus, utcnow
 from yobidashi_common.phone import mask
-from yobidashi_common.service import bearer_json_body, service_app
+from yobidashi_common.service import bearer_json_body, service_app, start_stop_lifespan
 from yobidashi_common.subjects import alert_subject, shared_streams
 from yobidashi_common.telemetry import bind_trace, get_logger, new_traceparent, register_secret
 from yobidashi_ingest import metrics
@@ -74,16 +72,10 @@ def create_app(settings: IngestSettings, bus: Bus | None = None) -> FastAPI:
     token = settings.ingest_token.get_secret_value().encode()
     register_secret(settings.ingest_token.get_secret_value())
 
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await bus.start()
-        yield
-        await bus.close()
-
     app = service_app(
         "ingest",
         "Receives Zabbix webhooks (our media type) and stores them as alert events.",
-        lifespan,
+        start_stop_lifespan(bus.start, bus.close),
         lambda: {"nats": bus.ready},
     )
     app.state.bus = bus
