@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import signal
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Response
@@ -15,6 +17,32 @@ from yobidashi_common.settings import ServiceSettings
 from yobidashi_common.telemetry import configure_logging
 
 ReadinessCheck = Callable[[], Mapping[str, bool]]
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+
+
+def start_stop_lifespan(
+    start: Callable[[], Awaitable[object]], stop: Callable[[], Awaitable[object]]
+) -> Lifespan:
+    """A lifespan that awaits ``start`` before serving and ``stop`` once serving ends."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await start()
+        yield
+        await stop()
+
+    return lifespan
+
+
+def service_app(
+    name: str, description: str, lifespan: Lifespan, readiness: ReadinessCheck
+) -> FastAPI:
+    """A service's app, titled ``Yobidashi <name>``, with the ops routes on it."""
+    app = FastAPI(
+        title=f"Yobidashi {name}", version="1", description=description, lifespan=lifespan
+    )
+    add_ops_routes(app, readiness)
+    return app
 
 
 def add_ops_routes(app: FastAPI, readiness: ReadinessCheck) -> None:
@@ -36,6 +64,18 @@ def add_ops_routes(app: FastAPI, readiness: ReadinessCheck) -> None:
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+
+def bearer_json_body(schema: dict[str, Any]) -> dict[str, Any]:
+    """A route's ``openapi_extra``: a required JSON body of ``schema``, behind a bearer token.
+
+    The routes read the raw body themselves (for size limits and their own error bodies), so
+    FastAPI cannot describe it.
+    """
+    return {
+        "requestBody": {"required": True, "content": {"application/json": {"schema": schema}}},
+        "security": [{"bearer": []}],
+    }
 
 
 def run(app: FastAPI, settings: ServiceSettings, service: str) -> None:

@@ -25,7 +25,7 @@ from yobidashi_acker.settings import AckerSettings
 from yobidashi_acker.zabbix import HttpZabbixApi, ZabbixApi, ZabbixError
 from yobidashi_common.bus import Bus, Consumer
 from yobidashi_common.events import KeyPressed
-from yobidashi_common.service import add_ops_routes
+from yobidashi_common.service import service_app
 from yobidashi_common.subjects import shared_streams
 from yobidashi_common.telemetry import get_logger
 
@@ -105,20 +105,16 @@ def create_app(
             await bus.close()
             log.info("acker.stopped")
 
-    app = FastAPI(
-        title="Yobidashi acker",
-        version="1",
-        description="Turns phone keypresses into Zabbix acknowledgements.",
-        lifespan=lifespan,
+    app = service_app(
+        "acker",
+        "Turns phone keypresses into Zabbix acknowledgements.",
+        lifespan,
+        lambda: {"nats": bus.ready, "zabbix_credentials": not zabbix.status.credentials_rejected},
     )
     app.state.bus = bus
     app.state.zabbix = zabbix
     app.state.acker = acker
     app.state.consumer = consumer
-    add_ops_routes(
-        app,
-        lambda: {"nats": bus.ready, "zabbix_credentials": not zabbix.status.credentials_rejected},
-    )
 
     @app.get("/status", include_in_schema=False)
     async def status() -> dict[str, Any]:

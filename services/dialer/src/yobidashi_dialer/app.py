@@ -6,8 +6,6 @@ import asyncio
 import contextlib
 import dataclasses
 import signal
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -23,7 +21,7 @@ from yobidashi_common.events import (
     KeyPressed,
 )
 from yobidashi_common.identity import ContactId
-from yobidashi_common.service import add_ops_routes
+from yobidashi_common.service import service_app, start_stop_lifespan
 from yobidashi_common.subjects import (
     ACKS_ALL,
     ACKS_STREAM,
@@ -342,21 +340,13 @@ class Dialer:
 
 def create_app(settings: DialerSettings, dialer: Dialer | None = None) -> FastAPI:
     dialer = dialer or Dialer(settings)
-
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await dialer.start()
-        yield
-        await dialer.stop()
-
-    app = FastAPI(
-        title="Yobidashi dialer",
-        version="1",
-        description="Twilio's callbacks, and what the dialer knows: who is on call, incidents.",
-        lifespan=lifespan,
+    app = service_app(
+        "dialer",
+        "Twilio's callbacks, and what the dialer knows: who is on call, incidents.",
+        start_stop_lifespan(dialer.start, dialer.stop),
+        lambda: {"nats": dialer.bus.ready},
     )
     app.state.dialer = dialer
-    add_ops_routes(app, lambda: {"nats": dialer.bus.ready})
     app.include_router(dialer.callbacks.router())
     app.include_router(dialer.callback_line.router())
     app.include_router(dialer.verifier.twilio_router())

@@ -14,13 +14,14 @@ import asyncio
 import contextlib
 import secrets
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 
 import nats.errors
 import nats.js.errors
 from pydantic import ValidationError
 
 from yobidashi_common.bus import Bus, BusUnavailable, KvStore, kv_key
+from yobidashi_common.events import utcnow
 from yobidashi_common.subjects import BucketSpec
 from yobidashi_common.telemetry import get_logger
 from yobidashi_dialer.background import BackgroundTask
@@ -41,10 +42,6 @@ OVERRIDES = BucketSpec(
 _PREFIX = "schedule."
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 class OverrideBook:
     """The overrides every replica sees, and the only way to change them."""
 
@@ -53,7 +50,7 @@ class OverrideBook:
         bus: Bus,
         config: Callable[[], OnCallConfig],
         *,
-        now: Callable[[], datetime] = _utcnow,
+        now: Callable[[], datetime] = utcnow,
         full_read_every: float = 30.0,
     ) -> None:
         self.bus = bus

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, SecretStr, ValidationError
 
 from yobidashi_common.bus import BusUnavailable
+from yobidashi_common.service import bearer_json_body
 from yobidashi_dialer.oncall.config import OnCallConfig
 from yobidashi_dialer.oncall.overrides import OverrideRequest, Rejected, RuntimeOverride
 from yobidashi_dialer.overrides import OverrideBook
@@ -104,15 +105,7 @@ def router(
             413: {"model": ErrorBody, "description": "Body too large."},
             422: {"model": ErrorBody, "description": "Invalid field (named in details)."},
         },
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "application/json": {"schema": OverrideRequest.model_json_schema(by_alias=True)}
-                },
-            },
-            "security": [{"bearer": []}],
-        },
+        openapi_extra=bearer_json_body(OverrideRequest.model_json_schema(by_alias=True)),
     )
     async def add_override(request: Request) -> Any:
         if (refusal := refused(request)) is not None:

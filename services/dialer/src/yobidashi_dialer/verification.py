@@ -34,6 +34,7 @@ from yobidashi_common.bus import Bus, BusUnavailable, KvStore, kv_key
 from yobidashi_common.events import FINAL_CALL_STATUSES
 from yobidashi_common.identity import ContactId
 from yobidashi_common.phone import InvalidPhoneNumber, mask, normalize
+from yobidashi_common.service import bearer_json_body
 from yobidashi_common.subjects import BucketSpec
 from yobidashi_common.telemetry import get_logger
 from yobidashi_dialer import metrics
@@ -351,13 +352,7 @@ class Verifier:
                 422: {"model": ErrorBody},
                 503: {"model": ErrorBody},
             },
-            openapi_extra={
-                "requestBody": {
-                    "required": True,
-                    "content": {"application/json": {"schema": VerifyRequest.model_json_schema()}},
-                },
-                "security": [{"bearer": []}],
-            },
+            openapi_extra=bearer_json_body(VerifyRequest.model_json_schema()),
         )
         async def verify(request: Request) -> Any:
             if (refusal := refused(request)) is not None:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import hmac
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -22,7 +20,7 @@ from starlette.routing import request_response
 from yobidashi_common.bus import Bus, BusUnavailable
 from yobidashi_common.events import OWN_ACK_MARKER, AlertStatus, utcnow
 from yobidashi_common.phone import mask
-from yobidashi_common.service import add_ops_routes
+from yobidashi_common.service import bearer_json_body, service_app, start_stop_lifespan
 from yobidashi_common.subjects import alert_subject, shared_streams
 from yobidashi_common.telemetry import bind_trace, get_logger, new_traceparent, register_secret
 from yobidashi_ingest import metrics
@@ -74,20 +72,13 @@ def create_app(settings: IngestSettings, bus: Bus | None = None) -> FastAPI:
     token = settings.ingest_token.get_secret_value().encode()
     register_secret(settings.ingest_token.get_secret_value())
 
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await bus.start()
-        yield
-        await bus.close()
-
-    app = FastAPI(
-        title="Yobidashi ingest",
-        version="1",
-        description="Receives Zabbix webhooks (our media type) and stores them as alert events.",
-        lifespan=lifespan,
+    app = service_app(
+        "ingest",
+        "Receives Zabbix webhooks (our media type) and stores them as alert events.",
+        start_stop_lifespan(bus.start, bus.close),
+        lambda: {"nats": bus.ready},
     )
     app.state.bus = bus
-    add_ops_routes(app, lambda: {"nats": bus.ready})
 
     def check_token(request: Request) -> None:
         header = request.headers.get("authorization", "")
@@ -135,15 +126,7 @@ def create_app(settings: IngestSettings, bus: Bus | None = None) -> FastAPI:
             422: {"model": ErrorBody, "description": "Not JSON, or invalid fields."},
             503: {"model": ErrorBody, "description": "The bus cannot store it now; retry."},
         },
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "application/json": {"schema": {"$ref": "#/components/schemas/ZabbixWebhook"}}
-                },
-            },
-            "security": [{"bearer": []}],
-        },
+        openapi_extra=bearer_json_body({"$ref": "#/components/schemas/ZabbixWebhook"}),
     )
     async def receive_zabbix(request: Request) -> Any:
         started = time.perf_counter()

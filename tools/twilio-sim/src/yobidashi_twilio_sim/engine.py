@@ -42,6 +42,17 @@ DEFAULT_SIP_CODES: dict[str, int] = {
 }
 
 
+def _party(role: str, number: str) -> list[tuple[str, str]]:
+    """One party's number and the geo fields Twilio sends with it (only the country is known)."""
+    return [
+        (role, number),
+        (f"{role}City", ""),
+        (f"{role}Country", country_of(number)),
+        (f"{role}State", ""),
+        (f"{role}Zip", ""),
+    ]
+
+
 class Interrupted(Exception):
     """The call was hung up or redirected while a step was running."""
 
@@ -415,27 +426,11 @@ class CallEngine:
             ("ApiVersion", API_VERSION),
             ("CallSid", call.sid),
             ("CallStatus", status or call.status),
-            ("Called", to),
-            ("CalledCity", ""),
-            ("CalledCountry", country_of(to)),
-            ("CalledState", ""),
-            ("CalledZip", ""),
-            ("Caller", from_),
-            ("CallerCity", ""),
-            ("CallerCountry", country_of(from_)),
-            ("CallerState", ""),
-            ("CallerZip", ""),
+            *_party("Called", to),
+            *_party("Caller", from_),
             ("Direction", call.options.direction),
-            ("From", from_),
-            ("FromCity", ""),
-            ("FromCountry", country_of(from_)),
-            ("FromState", ""),
-            ("FromZip", ""),
-            ("To", to),
-            ("ToCity", ""),
-            ("ToCountry", country_of(to)),
-            ("ToState", ""),
-            ("ToZip", ""),
+            *_party("From", from_),
+            *_party("To", to),
         ]
         return params
 

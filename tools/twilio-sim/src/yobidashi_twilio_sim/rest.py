@@ -268,7 +268,9 @@ def build_rest_router(
             raise down
         _check_auth(request, settings, account_sid)
 
-    def find(account_sid: str, sid: str) -> Call:
+    async def preflight_call(request: Request, account_sid: str, sid: str, operation: str) -> Call:
+        """The account's call ``sid``, once the request has passed ``preflight``."""
+        await preflight(request, account_sid, operation)
         call = journal.get(sid)
         if call is None or call.deleted or call.account_sid != account_sid:
             raise TwilioApiError(
@@ -352,8 +354,7 @@ def build_rest_router(
     @router.get("/Calls/{sid}.json")
     async def fetch_call(account_sid: str, sid: str, request: Request) -> Response:
         try:
-            await preflight(request, account_sid, "fetch")
-            call = find(account_sid, sid)
+            call = await preflight_call(request, account_sid, sid, "fetch")
         except TwilioApiError as exc:
             return exc.response()
         return ok(call.resource())
@@ -362,8 +363,7 @@ def build_rest_router(
     async def update_call(account_sid: str, sid: str, request: Request) -> Response:
         form = parse_form(await request.body())
         try:
-            await preflight(request, account_sid, "update")
-            call = find(account_sid, sid)
+            call = await preflight_call(request, account_sid, sid, "update")
             if call.is_ended():
                 raise TwilioApiError(
                     400, errors.CALL_NOT_IN_PROGRESS, "Call is not in-progress. Cannot redirect."
@@ -402,8 +402,7 @@ def build_rest_router(
     @router.delete("/Calls/{sid}.json")
     async def delete_call(account_sid: str, sid: str, request: Request) -> Response:
         try:
-            await preflight(request, account_sid, "delete")
-            call = find(account_sid, sid)
+            call = await preflight_call(request, account_sid, sid, "delete")
         except TwilioApiError as exc:
             return exc.response()
         call.deleted = True  # gone from the REST API, still in the journal
