@@ -7,6 +7,8 @@ like Twilio, and journals everything said. The real Zabbix is in ``test_dialer_c
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from yobidashi_testing.people import TANAKA
 from yobidashi_testing.stack import (
     FROM_NUMBER,
     Bus,
+    RunningDialer,
     Sim,
     alert_event,
     dialer_process,
@@ -74,6 +77,17 @@ async def paged(sim: Sim, bus: Bus, *events: tuple[int, str, Severity, float]) -
             alert_event(event_id, sendto=None, title=title, severity=severity, started_ago=ago)
         )
     await sim.wait_calls(TANAKA, 1, "tanaka's missed call")
+
+
+@asynccontextmanager
+async def missed_one(
+    nats_url: str, tmp_path: Path, event_id: int, **env: str
+) -> AsyncIterator[tuple[Sim, RunningDialer]]:
+    """The simulator and the dialer on CONFIG, once Tanaka has been paged (and missed it) for
+    one problem, ディスク満杯."""
+    async with dialer_stack(nats_url, write_oncall(tmp_path, CONFIG), **env) as (sim, d, bus):
+        await paged(sim, bus, (event_id, "ディスク満杯", Severity.HIGH, 60))
+        yield sim, d
 
 
 async def test_a_call_back_reads_the_missed_problems_newest_first_and_1_acknowledges_all(
@@ -132,12 +146,7 @@ async def test_a_call_back_reads_the_missed_problems_newest_first_and_1_acknowle
 async def test_a_stranger_or_a_withheld_number_hears_one_neutral_sentence(
     nats_url: str, tmp_path: Path
 ) -> None:
-    async with dialer_stack(nats_url, write_oncall(tmp_path, CONFIG), DIAL_CALLBACK="on") as (
-        sim,
-        d,
-        bus,
-    ):
-        await paged(sim, bus, (8201, "ディスク満杯", Severity.HIGH, 60))
+    async with missed_one(nats_url, tmp_path, 8201, DIAL_CALLBACK="on") as (sim, d):
         for caller in (STRANGER, "+266696687"):  # someone else; "anonymous" as Twilio sends it
             journal = await call_back(sim, d.url, caller, "1")
             assert said(journal) == NEUTRAL, journal["spoken"]
@@ -150,8 +159,7 @@ async def test_a_stranger_or_a_withheld_number_hears_one_neutral_sentence(
 async def test_off_by_default_even_tanaka_hears_only_the_neutral_sentence(
     nats_url: str, tmp_path: Path
 ) -> None:
-    async with dialer_stack(nats_url, write_oncall(tmp_path, CONFIG)) as (sim, d, bus):
-        await paged(sim, bus, (8301, "ディスク満杯", Severity.HIGH, 60))
+    async with missed_one(nats_url, tmp_path, 8301) as (sim, d):
         journal = await call_back(sim, d.url, TANAKA, "1")
         assert said(journal) == NEUTRAL
 
@@ -159,12 +167,10 @@ async def test_off_by_default_even_tanaka_hears_only_the_neutral_sentence(
 async def test_an_unsigned_or_forged_incoming_request_is_403_and_says_nothing(
     nats_url: str, tmp_path: Path
 ) -> None:
-    config = write_oncall(tmp_path, CONFIG)
     async with (
-        dialer_stack(nats_url, config, DIAL_CALLBACK="on") as (sim, d, bus),
+        missed_one(nats_url, tmp_path, 8401, DIAL_CALLBACK="on") as (sim, d),
         httpx.AsyncClient() as http,
     ):
-        await paged(sim, bus, (8401, "ディスク満杯", Severity.HIGH, 60))
         url = f"{d.url}/twilio/voice/incoming"
         form = {"CallSid": "CA" + "1" * 32, "From": TANAKA, "To": FROM_NUMBER}
         unsigned = await http.post(url, data=form)
@@ -237,12 +243,7 @@ async def test_the_replica_that_answered_a_call_back_is_killed_the_next_one_take
 async def test_after_five_wrong_pins_even_the_right_one_is_refused(
     nats_url: str, tmp_path: Path
 ) -> None:
-    async with dialer_stack(nats_url, write_oncall(tmp_path, CONFIG), DIAL_CALLBACK="pin") as (
-        sim,
-        d,
-        bus,
-    ):
-        await paged(sim, bus, (8601, "ディスク満杯", Severity.HIGH, 60))
+    async with missed_one(nats_url, tmp_path, 8601, DIAL_CALLBACK="pin") as (sim, d):
         prompt = CALLBACK_PHRASES["ja"].pin_prompt
         for guess in ("0000#", "1111#", "2222#", "3333#", "5555#"):
             journal = await call_back(sim, d.url, TANAKA, guess, "1")

@@ -29,17 +29,10 @@ from yobidashi_common.subjects import ACKS_STREAM, CALLS_STREAM, KEYS_STREAM
 from yobidashi_dialer.core.model import IncidentStatus
 from yobidashi_harness import zabbix_scenario as zs
 from yobidashi_harness.zabbix_dev import DevInstance
+from yobidashi_testing.dialer_stack import dialer_stack, write_oncall
 from yobidashi_testing.e2e import e2e_stack
 from yobidashi_testing.people import ANSWERS_AND_PRESSES_1, YAMADA
-from yobidashi_testing.stack import (
-    Bus,
-    RunningDialer,
-    Sim,
-    alert_event,
-    dialer_in_process,
-    eventually,
-    simulator,
-)
+from yobidashi_testing.stack import Bus, RunningDialer, Sim, alert_event, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -115,11 +108,7 @@ async def ringing_call(sim: Sim, d: RunningDialer, bus: Bus, event_id: int) -> d
 
 
 async def test_parameters_altered_after_signing_are_refused(nats_url: str) -> None:
-    async with (
-        simulator() as sim,
-        dialer_in_process(nats_url, sim, TWILIO_RING_TIMEOUT=RING_LONG) as d,
-        Bus(nats_url) as bus,
-    ):
+    async with dialer_stack(nats_url, TWILIO_RING_TIMEOUT=RING_LONG) as (sim, d, bus):
         journal = await ringing_call(sim, d, bus, 701)
         sid = journal["sid"]
         call_id = call_id_of(journal)
@@ -176,12 +165,10 @@ async def test_parameters_altered_after_signing_are_refused(nats_url: str) -> No
 async def test_callbacks_replayed_after_the_call_ended_add_nothing(nats_url: str) -> None:
     # A one-second de-duplication window: the replays below come after it, as a replay days
     # later would, so what stops them is the dialer, not JetStream's Nats-Msg-Id memory.
-    async with (
-        simulator() as sim,
-        dialer_in_process(
-            nats_url, sim, NATS_DUPLICATE_WINDOW="1", TWILIO_RING_TIMEOUT=RING_LONG
-        ) as d,
-        Bus(nats_url) as bus,
+    async with dialer_stack(nats_url, NATS_DUPLICATE_WINDOW="1", TWILIO_RING_TIMEOUT=RING_LONG) as (
+        sim,
+        d,
+        bus,
     ):
         await sim.scenario(YAMADA, ANSWERS_AND_PRESSES_1)
         await bus.publish_alert(alert_event(702))
@@ -237,11 +224,7 @@ async def test_callbacks_replayed_after_the_call_ended_add_nothing(nats_url: str
 async def test_signed_callbacks_about_calls_we_never_placed_publish_nothing(
     nats_url: str,
 ) -> None:
-    async with (
-        simulator() as sim,
-        dialer_in_process(nats_url, sim, TWILIO_RING_TIMEOUT=RING_LONG) as d,
-        Bus(nats_url) as bus,
-    ):
+    async with dialer_stack(nats_url, TWILIO_RING_TIMEOUT=RING_LONG) as (sim, d, bus):
         journal = await ringing_call(sim, d, bus, 703)
         real_call = call_id_of(journal)
         stranger = "CA" + secrets.token_hex(16)
@@ -271,11 +254,7 @@ async def test_signed_callbacks_about_calls_we_never_placed_publish_nothing(
 
 
 async def test_a_signed_1_after_recovery_is_not_an_acknowledgement(nats_url: str) -> None:
-    async with (
-        simulator() as sim,
-        dialer_in_process(nats_url, sim, TWILIO_RING_TIMEOUT=RING_LONG) as d,
-        Bus(nats_url) as bus,
-    ):
+    async with dialer_stack(nats_url, TWILIO_RING_TIMEOUT=RING_LONG) as (sim, d, bus):
         journal = await ringing_call(sim, d, bus, 704)
         await bus.publish_alert(alert_event(704, status=AlertStatus.RESOLVED, seq=2))
         await sim.wait_status(journal["sid"], "canceled", "completed")
@@ -296,8 +275,8 @@ async def test_a_late_signed_1_on_an_exhausted_policy_is_taken_not_called_recove
 ) -> None:
     """A policy that ran out has not recovered, and still takes acknowledgements
     (Incident.takes_acks): a 1 that arrives late must not hear "already recovered"."""
-    config = tmp_path / "oncall.yaml"
-    config.write_text(
+    config = write_oncall(
+        tmp_path,
         f"""contacts:
   - {{id: yamada, name: Yamada, phones: ['{YAMADA}']}}
 policies:
@@ -308,15 +287,9 @@ policies:
 routes:
   - id: all
     policy: p
-"""
+""",
     )
-    async with (
-        simulator() as sim,
-        dialer_in_process(
-            nats_url, sim, YOBIDASHI_CONFIG=str(config), TWILIO_RING_TIMEOUT=RING_LONG
-        ) as d,
-        Bus(nats_url) as bus,
-    ):
+    async with dialer_stack(nats_url, config, TWILIO_RING_TIMEOUT=RING_LONG) as (sim, d, bus):
         await sim.scenario(YAMADA, {"answer": "human", "answer_after": 1})  # presses nothing
         await bus.publish_alert(alert_event(705, sendto=None))
         [call] = await sim.wait_calls(YAMADA, 1)

@@ -36,7 +36,7 @@ import secrets
 import shutil
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +126,16 @@ def connect(
     )
 
 
+@asynccontextmanager
+async def connected(zabbix: ZabbixStandIn, mode: str, **kw: Any) -> AsyncIterator[HttpZabbixApi]:
+    """`connect`, and the client closed on the way out, whatever the test body raised."""
+    api = connect(zabbix, mode, **kw)
+    try:
+        yield api
+    finally:
+        await api.close()
+
+
 def assert_wire_rules(zabbix: ZabbixStandIn, *, basic_auth: bool) -> None:
     """What every version demands of what went over the wire, and what the client promises."""
     assert zabbix.seen, "nothing was sent"
@@ -161,8 +171,7 @@ def assert_wire_rules(zabbix: ZabbixStandIn, *, basic_auth: bool) -> None:
 @pytest.mark.parametrize("version", VERSIONS)
 async def test_acknowledge_round_trip(frontend: Frontend, version: str, mode: str) -> None:
     zabbix = await frontend(version)
-    api = connect(zabbix, mode)
-    try:
+    async with connected(zabbix, mode) as api:
         await api.check()
         assert await api.version() == parse_version(version)
         before = await api.get_event("17")
@@ -171,8 +180,6 @@ async def test_acknowledge_round_trip(frontend: Frontend, version: str, mode: st
         await api.acknowledge("17", 6, "Acknowledged by phone … via Yobidashi [call CA1/ref r1]")
         after = await api.get_event("17")
         assert await api.get_event("999") is None
-    finally:
-        await api.close()
     assert after is not None
     assert after.acknowledged
     assert [(a.action, a.username) for a in after.acknowledges] == [(6, USER)]
@@ -194,11 +201,8 @@ async def test_acknowledge_round_trip(frontend: Frontend, version: str, mode: st
 @pytest.mark.parametrize("version", ["6.0.14", "6.4.21", "7.0.22"])
 async def test_behind_basic_auth_up_to_7_0(frontend: Frontend, version: str, mode: str) -> None:
     zabbix = await frontend(version, basic_auth=True)
-    api = connect(zabbix, mode, basic_auth=True)
-    try:
+    async with connected(zabbix, mode, basic_auth=True) as api:
         await api.acknowledge("17", 6, "ack via Yobidashi [ref r2]")
-    finally:
-        await api.close()
     assert zabbix.events["17"].acknowledged
     assert_wire_rules(zabbix, basic_auth=True)
 
@@ -230,11 +234,8 @@ async def test_the_detected_version_and_auth_are_exported_as_an_info_metric(
     frontend: Frontend,
 ) -> None:
     zabbix = await frontend("7.0.22")
-    api = connect(zabbix, "password")
-    try:
+    async with connected(zabbix, "password") as api:
         await api.check()
-    finally:
-        await api.close()
     info = {"version": "7.0.22", "auth": "header", "credential": "password"}
     assert REGISTRY.get_sample_value("yobidashi_acker_zabbix_info", info) == 1
 
@@ -244,13 +245,10 @@ async def test_the_detected_version_and_auth_are_exported_as_an_info_metric(
 
 async def test_an_expired_session_is_renewed_once_transparently(frontend: Frontend) -> None:
     zabbix = await frontend("7.0.22")
-    api = connect(zabbix, "password")
-    try:
+    async with connected(zabbix, "password") as api:
         await api.check()
         zabbix.sessions.clear()  # autologout, or an admin killed the session
         await api.acknowledge("17", 6, "ack via Yobidashi")
-    finally:
-        await api.close()
     assert len(zabbix.calls("user.login")) == 2
     assert zabbix.events["17"].acknowledged
     assert api.status.credentials_rejected is False
@@ -260,13 +258,10 @@ async def test_concurrent_calls_on_an_expired_session_log_in_again_once(
     frontend: Frontend,
 ) -> None:
     zabbix = await frontend("7.4.2")
-    api = connect(zabbix, "password")
-    try:
+    async with connected(zabbix, "password") as api:
         await api.check()
         zabbix.sessions.clear()
         await asyncio.gather(*(api.get_event("17") for _ in range(4)))
-    finally:
-        await api.close()
     assert len(zabbix.calls("user.login")) == 2, "one login at start, one renewal for all four"
 
 
@@ -306,14 +301,11 @@ async def test_a_wrong_password_is_an_auth_error(frontend: Frontend) -> None:
 
 async def test_an_upgrade_under_a_running_acker_is_followed(frontend: Frontend) -> None:
     zabbix = await frontend("6.0.14")
-    api = connect(zabbix, "token")
-    try:
+    async with connected(zabbix, "token") as api:
         await api.check()
         zabbix.version = "7.4.2"  # body auth is now refused
         await api.acknowledge("17", 6, "ack via Yobidashi")
         event = await api.get_event("17")
-    finally:
-        await api.close()
     assert event is not None
     assert event.acknowledged
     assert len(zabbix.calls("apiinfo.version")) == 2
@@ -354,8 +346,7 @@ async def test_empty_or_html_answers_are_transient(
 
 async def test_unknown_event_and_bad_params_are_permanent(frontend: Frontend) -> None:
     zabbix = await frontend("6.0.14")
-    api = connect(zabbix, "token")
-    try:
+    async with connected(zabbix, "token") as api:
         with pytest.raises(ZabbixError) as unknown:
             await api.acknowledge("999", 6, "x via Yobidashi")
         with pytest.raises(ZabbixError) as recovery:
@@ -365,8 +356,6 @@ async def test_unknown_event_and_bad_params_are_permanent(frontend: Frontend) ->
         zabbix.events["17"].manual_close = False
         with pytest.raises(ZabbixError) as close:
             await api.acknowledge("17", 7, "x via Yobidashi")
-    finally:
-        await api.close()
     assert unknown.value.kind is ErrorKind.NOT_FOUND
     assert recovery.value.kind is ErrorKind.NOT_FOUND
     assert empty.value.kind is ErrorKind.INVALID
@@ -415,8 +404,7 @@ async def test_a_slow_answer_is_a_timeout(frontend: Frontend) -> None:
 
 async def test_calls_run_concurrently_up_to_the_connection_limit(frontend: Frontend) -> None:
     zabbix = await frontend("7.4.2")
-    api = connect(zabbix, "token", max_connections=2)
-    try:
+    async with connected(zabbix, "token", max_connections=2) as api:
         await api.check()
         zabbix.faults.gate = asyncio.Event()  # every event.acknowledge waits for it
         writes = [
@@ -435,8 +423,6 @@ async def test_calls_run_concurrently_up_to_the_connection_limit(frontend: Front
         assert zabbix.inflight == 2, "more requests at once than max_connections"
         zabbix.faults.gate.set()
         await asyncio.gather(*writes)
-    finally:
-        await api.close()
     assert zabbix.max_inflight == 2, "at most max_connections requests at once"
     first, second, *later = zabbix.calls("event.acknowledge")
     assert first.answered is not None
@@ -509,9 +495,6 @@ async def test_without_a_ca_bundle_the_environments_trust_applies(
     ca, crt, key = make_tls_files(tmp_path)
     monkeypatch.setenv("SSL_CERT_FILE", str(ca))
     zabbix = await frontend("7.4.2", tls=(crt, key))
-    api = connect(zabbix, "token")
-    try:
+    async with connected(zabbix, "token") as api:
         await api.check()
-    finally:
-        await api.close()
     assert api.status.authenticated

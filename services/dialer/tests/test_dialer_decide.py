@@ -62,6 +62,12 @@ def alert(status: AlertStatus = AlertStatus.PROBLEM, **kw: Any) -> AlertEvent:
     return AlertEvent(**fields)
 
 
+def updated(n: int, *actions: UpdateAction, user: str = "a", **update: Any) -> AlertArrived:
+    """Zabbix's ``n``-th notification about problem 17: an update, ``actions`` by ``user``."""
+    change = AlertUpdate(actions=list(actions), user=user, **update)
+    return AlertArrived(alert=alert(AlertStatus.UPDATED, n=n, update=change))
+
+
 class Run:
     """Feed events in order, as the shell would, and keep what came out."""
 
@@ -305,22 +311,12 @@ def test_ack_in_the_zabbix_ui_stops_calling_but_our_own_ack_echo_is_not_news() -
     run = Run()
     run(AlertArrived(alert=alert()))
     run.placed()
-    ours = alert(
-        AlertStatus.UPDATED,
-        n=5,
-        update=AlertUpdate(
-            actions=[UpdateAction.ACKNOWLEDGED], user="Yobidashi", from_yobidashi=True
-        ),
-    )
-    t = run(AlertArrived(alert=ours))
+    ours = updated(5, UpdateAction.ACKNOWLEDGED, user="Yobidashi", from_yobidashi=True)
+    t = run(ours)
     assert commands(t, EndCall) == []
     assert run.inc.status.value == "open"
-    ui = alert(
-        AlertStatus.UPDATED,
-        n=6,
-        update=AlertUpdate(actions=[UpdateAction.ACKNOWLEDGED], user="Sato (sato)"),
-    )
-    t = run(AlertArrived(alert=ui))
+    ui = updated(6, UpdateAction.ACKNOWLEDGED, user="Sato (sato)")
+    t = run(ui)
     assert [c.call_sid for c in commands(t, EndCall)] == ["CA1"]
     assert run.inc.status is IncidentStatus.ACKNOWLEDGED
     assert run.inc.acked_by == "Sato (sato)"
@@ -330,24 +326,8 @@ def test_ack_in_the_zabbix_ui_stops_calling_but_our_own_ack_echo_is_not_news() -
 def test_unack_in_zabbix_reopens_so_the_next_zabbix_step_can_page_again() -> None:
     run = Run()
     run(AlertArrived(alert=alert()))
-    run(
-        AlertArrived(
-            alert=alert(
-                AlertStatus.UPDATED,
-                n=2,
-                update=AlertUpdate(actions=[UpdateAction.ACKNOWLEDGED], user="a"),
-            )
-        )
-    )
-    run(
-        AlertArrived(
-            alert=alert(
-                AlertStatus.UPDATED,
-                n=3,
-                update=AlertUpdate(actions=[UpdateAction.UNACKNOWLEDGED], user="a"),
-            )
-        )
-    )
+    run(updated(2, UpdateAction.ACKNOWLEDGED))
+    run(updated(3, UpdateAction.UNACKNOWLEDGED))
     assert run.inc.status.value == "open"
     t = run(AlertArrived(alert=alert(n=4, sendto="+14155552671")))
     assert len(commands(t, PlaceCall)) == 1
@@ -356,13 +336,15 @@ def test_unack_in_zabbix_reopens_so_the_next_zabbix_step_can_page_again() -> Non
 def test_severity_change_and_comment_are_recorded() -> None:
     run = Run()
     run(AlertArrived(alert=alert()))
-    update = AlertUpdate(
-        actions=[UpdateAction.COMMENTED, UpdateAction.SEVERITY_CHANGED],
-        user="a",
-        message="確認中",
-        new_severity=Severity.DISASTER,
+    run(
+        updated(
+            2,
+            UpdateAction.COMMENTED,
+            UpdateAction.SEVERITY_CHANGED,
+            message="確認中",
+            new_severity=Severity.DISASTER,
+        )
     )
-    run(AlertArrived(alert=alert(AlertStatus.UPDATED, n=2, update=update)))
     assert run.inc.severity is Severity.DISASTER
     assert [e.what for e in run.inc.timeline[-2:]] == ["severity changed", "comment in Zabbix"]
 
@@ -371,15 +353,7 @@ def test_close_in_zabbix_resolves() -> None:
     run = Run()
     run(AlertArrived(alert=alert()))
     run.placed()
-    t = run(
-        AlertArrived(
-            alert=alert(
-                AlertStatus.UPDATED,
-                n=2,
-                update=AlertUpdate(actions=[UpdateAction.CLOSED], user="a"),
-            )
-        )
-    )
+    t = run(updated(2, UpdateAction.CLOSED))
     assert run.inc.status is IncidentStatus.RESOLVED
     assert len(commands(t, EndCall)) == 1
 

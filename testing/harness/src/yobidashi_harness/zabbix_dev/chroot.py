@@ -27,10 +27,10 @@ from .runtime import Runtime
 from .system import DevError, locked, processes_rooted_at, run, say
 from .versions import major_minor
 
-# php-cgi first: it satisfies php8.x's "libapache2-mod-php | php-fpm | php-cgi" before apt
-# picks the first alternative, Apache. postgresql is always in: a machine-wide tarball cannot
-# know whether the next machine state has a PostgreSQL to reuse.
-PACKAGES = (
+# Zabbix's server and frontend and the PHP they need, in the chroot as on this machine
+# (install.HOST_PACKAGES). php-cgi first: it satisfies php8.x's "libapache2-mod-php | php-fpm |
+# php-cgi" before apt picks the first alternative, Apache.
+ZABBIX_PACKAGES = (
     "php-cgi",
     "php-cli",
     "zabbix-server-pgsql",
@@ -41,6 +41,11 @@ PACKAGES = (
     "php-mbstring",
     "php-xml",
     "php-ldap",
+)
+# postgresql is always in: a machine-wide tarball cannot know whether the next machine state
+# has a PostgreSQL to reuse.
+PACKAGES = (
+    *ZABBIX_PACKAGES,
     "postgresql",
     "postgresql-client",
     "zabbix-sender",

@@ -16,21 +16,10 @@ from . import chroot
 from .config import DevConfig
 from .system import DevError, Unsupported, have_sudo, is_root, port_open, run, say
 
-# php-cgi must come first: it satisfies php8.2's "libapache2-mod-php8.2 | php8.2-fpm |
-# php8.2-cgi" before apt picks its first alternative, Apache.
-HOST_PACKAGES = (
-    "php-cgi",
-    "php-cli",
-    "zabbix-server-pgsql",
-    "zabbix-frontend-php",
-    "php-pgsql",
-    "php-gd",
-    "php-bcmath",
-    "php-mbstring",
-    "php-xml",
-    "php-ldap",
-    "postgresql-client",
-)
+# php-cgi must come first (it does, in chroot.ZABBIX_PACKAGES): it satisfies php8.2's
+# "libapache2-mod-php8.2 | php8.2-fpm | php8.2-cgi" before apt picks its first alternative,
+# Apache.
+HOST_PACKAGES = (*chroot.ZABBIX_PACKAGES, "postgresql-client")
 CHROOT_TOOLS = ("mmdebstrap", "zstd")
 
 
