@@ -11,10 +11,16 @@ from typing import Any
 
 import pytest
 
+from yobidashi_common.bus import Bus as ServiceBus
+from yobidashi_common.bus import KvStore
 from yobidashi_common.events import KeyPressed
+from yobidashi_common.settings import NatsSettings
 from yobidashi_common.subjects import KEYS_STREAM
+from yobidashi_dialer.breaker import BREAKERS, Breaker, BreakerPolicy
 from yobidashi_dialer.core.model import Incident, IncidentStatus
-from yobidashi_dialer.store import INCIDENTS, incident_key
+from yobidashi_dialer.core.tx import call_id_for
+from yobidashi_dialer.limits import Budget
+from yobidashi_dialer.store import CALLS, INCIDENTS, LIMITS, CallRecord, incident_key
 from yobidashi_harness.nats_server import free_port
 from yobidashi_harness.processes import ServiceProcess
 from yobidashi_testing.stack import (
@@ -25,6 +31,8 @@ from yobidashi_testing.stack import (
     dialer_in_process,
     dialer_process,
     eventually,
+    fallback_env,
+    fallback_simulator,
     simulator,
     simulator_process,
 )
@@ -212,3 +220,71 @@ async def test_a_lost_final_status_is_found_by_the_watchdog_and_frees_the_call(
         finally:
             proc.stop()
     assert "consumer.handler_failed" not in (tmp_path / "dialer.log").read_text()
+
+
+async def test_dialer_killed_between_the_marker_and_the_create_rings_once_through_its_account(
+    nats_url: str, tmp_path: Path
+) -> None:
+    """The primary's breaker is open, so the call goes to the fallback, whose only line is
+    taken: the dialer waits for it with its marker written (naming the fallback) and no create
+    sent, and is killed there. A new dialer finds the marker "placing", asks the fallback (no
+    such call), retakes it and rings once, through the fallback; the primary is never asked to
+    create anything."""
+    service_bus = ServiceBus(
+        NatsSettings(nats_url=nats_url), "test", buckets=[LIMITS, BREAKERS, CALLS]
+    )
+    await service_bus.start()
+    await asyncio.wait_for(service_bus.wait_ready(), 30)
+    port = free_port()
+    call_id = call_id_for("zabbix:2003", "z1", 1)
+    try:
+        async with simulator() as primary, fallback_simulator() as fallback, Bus(nats_url) as bus:
+            env = {
+                **fallback_env(fallback, MAX_CONCURRENT_CALLS="1"),
+                "TWILIO_BREAKER_COOLDOWN": "3600",
+                "TWILIO_RING_TIMEOUT": "200",
+                "NATS_ACK_WAIT": "3",
+                "DIAL_RECOVERY_AFTER": "2",
+            }
+            breaker = Breaker(service_bus, "primary", BreakerPolicy(cooldown=3600))
+            assert await breaker.failure("cannot_call", "test", fatal=True)
+            line = Budget(service_bus, 10, 1, live_ttl=3600, account="fallback-1")
+
+            async def yes() -> bool:
+                return True
+
+            async def nothing() -> None:
+                return None
+
+            assert await line.acquire("someone-else", still_wanted=yes, keep_alive=nothing)
+            await fallback.scenario(
+                YAMADA,
+                {"answer": "human", "answer_after": 100, "digits": [{"after": 0.5, "keys": "1"}]},
+            )
+            first = dialer_process(nats_url, primary, tmp_path / "d1.log", env, port=port)
+            first.start().wait_ready()
+            await bus.publish_alert(alert_event(2003))
+            markers = KvStore(service_bus, CALLS.name, CallRecord)
+
+            async def marked() -> CallRecord | None:
+                found = await markers.get(call_id)
+                return found[0] if found else None
+
+            marker = await eventually(marked, "the dial marker")
+            assert marker.state == "placing"
+            assert marker.accounts == ["fallback-1"]
+            first.kill()
+            assert await fallback.creates() == []
+            await line.release("someone-else")
+            second = dialer_process(nats_url, primary, tmp_path / "d2.log", env, port=port)
+            second.start()
+            try:
+                second.wait_ready()
+                await eventually(lambda: acked(nats_url, "zabbix:2003"), "the ack", limit=90)
+                assert len(await fallback.calls(YAMADA)) == 1, "the phone rang once"
+                assert await primary.creates() == []
+                assert "dial.retaken" in second.log_file.read_text()
+            finally:
+                second.stop()
+    finally:
+        await service_bus.close()

@@ -19,6 +19,7 @@ from yobidashi_common.events import KeyPressed
 from yobidashi_common.subjects import KEYS_STREAM
 from yobidashi_dialer.breaker import BREAKERS, BreakerState
 from yobidashi_dialer.core.model import IncidentStatus
+from yobidashi_dialer.core.tx import call_id_for
 from yobidashi_testing.stack import (
     FALLBACK_FROM_NUMBER,
     FROM_NUMBER,
@@ -318,3 +319,37 @@ async def test_breaker_state_is_shared_and_survives_a_restart(nats_url: str) -> 
             await fallback.wait_calls(to, 1)
             assert await placed(primary) == []
     assert BREAKERS.name == "yobidashi_breakers"
+
+
+def jetstream_requests(operation: str) -> float:
+    labels = {"operation": operation}
+    return REGISTRY.get_sample_value("yobidashi_bus_jetstream_requests_total", labels) or 0.0
+
+
+async def test_the_dial_marker_names_its_account_in_the_write_that_creates_it(
+    nats_url: str,
+) -> None:
+    """The account is chosen before the dial marker is created, so the marker names it from
+    its very first write: when the create is sent, the marker already says where it went (crash
+    recovery asks exactly that account), and no second write was needed to say so."""
+    async with simulator() as primary, fallback_simulator() as fallback:
+        env = {**FAST_BREAKER, "TWILIO_BREAKER_COOLDOWN": "3600", **fallback_env(fallback)}
+        async with dialer_in_process(nats_url, primary, env) as d, Bus(nats_url) as bus:
+            assert await d.dialer.pool.primary.breaker.failure("cannot_call", "x", fatal=True)
+            to = number(93)
+            await fallback.scenario(to, {"answer": "no-answer"})
+            await fallback.faults(latency_ms=3000)  # the dialer waits inside the create
+            puts_before = jetstream_requests("kv_put")
+            await bus.publish_alert(alert_event(7500, sendto=to))
+            await eventually(lambda: fallback.creates(), "the create to reach the fallback")
+            found = await d.dialer.calls.get(call_id_for("zabbix:7500", "z1", 1))
+            assert found is not None
+            marker = found[0]
+            assert marker.state == "placing"
+            assert marker.accounts == ["fallback-1"]
+            assert marker.from_number == FALLBACK_FROM_NUMBER
+            # Nothing rewrote the marker between its create and the Twilio create.
+            assert jetstream_requests("kv_put") == puts_before
+            await fallback.faults()
+            await fallback.wait_calls(to, 1)
+        assert await placed(primary) == []

@@ -74,6 +74,7 @@ class Breaker:
         self.policy = policy
         self._store = KvStore(bus, BREAKERS.name, BreakerState)
         self._now = clock
+        self._probe_until = 0.0  # the probe this replica was granted last (see forget_probe)
 
     def _observe(self, state: BreakerState | None) -> None:
         current = state or BreakerState()
@@ -128,7 +129,24 @@ class Breaker:
             return "yes"
         result = await self._store.mutate(self.account, change)
         self._moved(before, result)
+        if verdict == "probe" and result is not None:
+            self._probe_until = result.probe_until
         return verdict
+
+    async def forget_probe(self) -> None:
+        """The probe this replica was just granted will not be made (the call turned out to be
+        placed, failed or being placed already): give it back, so that the next caller probes
+        at once instead of after ``probe_timeout``. Nothing if another probe came since."""
+        until, self._probe_until = self._probe_until, 0.0
+        if not until:
+            return
+
+        def change(current: BreakerState | None) -> BreakerState | None:
+            if current is None or current.state != "half_open" or current.probe_until != until:
+                return None
+            return current.model_copy(update={"probe_until": 0.0})
+
+        self._observe(await self._store.mutate(self.account, change))
 
     async def failure(self, kind: str, detail: str, *, fatal: bool = False) -> bool:
         """Count evidence against the account. Returns True if the breaker is open now."""

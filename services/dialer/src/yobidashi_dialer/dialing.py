@@ -190,22 +190,32 @@ class DialWorker:
         wanted: list[tuple[Waiting, Incident]],
     ) -> None:
         request = delivery.event
-        record = await self._claim(request, bundle_key, wanted)
+        # The account is chosen before the marker exists, so that the marker names it from the
+        # start: creating the marker and writing down where the create goes are one request.
+        choice = await self.pool.choose()
+        try:
+            record = await self._claim(request, bundle_key, wanted, choice)
+            if record is not None and self.remember is not None:
+                # Before Twilio is asked, so a call-back knows every call that may have rung.
+                # If this fails, the request comes back and finds its marker "placing": it is
+                # retaken after DIAL_RECOVERY_AFTER and remembered then.
+                await self.remember(record)
+        except Exception:
+            await self._unprobe(choice)
+            raise
         if record is None:
+            await self._unprobe(choice)
             return
-        if self.remember is not None:
-            # Before Twilio is asked, so a call-back knows every call that may have rung. If
-            # this fails, the request comes back and finds its marker "placing": it is
-            # retaken after DIAL_RECOVERY_AFTER and remembered then.
-            await self.remember(record)
         tried: set[str] = set()
         while True:
-            choice = await self.pool.choose(frozenset(tried))
+            if choice is None:
+                choice = await self.pool.choose(frozenset(tried))
             if choice is None:
                 # Every account failed this very call: the request stays on the bus and comes
                 # back, and its marker keeps it from being placed twice.
                 raise RetryLater("no telephony account can take the call now", NO_ACCOUNT_PAUSE)
             account, probe = choice
+            choice = None  # the next round chooses again, without the accounts tried
             if probe:
                 log.info("telephony.probe", account=account.name)
             record = await self._on_account(record, account.name)
@@ -253,6 +263,12 @@ class DialWorker:
             await self._placed(record, info, request.requested_at)
             return
 
+    async def _unprobe(self, choice: tuple[Account, bool] | None) -> None:
+        """The call chosen for an account's half-open probe is not placed after all (its marker
+        says it is placed, failed or being placed elsewhere): let the next call probe."""
+        if choice is not None and choice[1]:
+            await choice[0].breaker.forget_probe()
+
     async def _placed_anyway(self, record: CallRecord, account: Account) -> CallInfo | None:
         since = record.placing_since - timedelta(seconds=5)
         try:
@@ -267,7 +283,9 @@ class DialWorker:
         return None
 
     async def _on_account(self, record: CallRecord, account: str) -> CallRecord:
-        """Write down, before the create, which account it goes to (see `CallRecord.accounts`)."""
+        """Write down, before the create, which account it goes to (see `CallRecord.accounts`).
+        A new marker names its first account already: this writes only when the call moves on
+        to another account, or a retaken marker names a different one."""
         if record.account == account:
             return record
         number = self.pool.get(account).config.caller_id_for(record.contact.number)
@@ -285,17 +303,30 @@ class DialWorker:
         return False
 
     async def _claim(
-        self, request: DialRequest, bundle_key: str, wanted: list[tuple[Waiting, Incident]]
+        self,
+        request: DialRequest,
+        bundle_key: str,
+        wanted: list[tuple[Waiting, Incident]],
+        choice: tuple[Account, bool] | None,
     ) -> CallRecord | None:
-        """Create the dial marker, or decide what an existing one means. None: nothing to do."""
+        """Create the dial marker, or decide what an existing one means. None: nothing to do.
+
+        A new marker already names the account ``choice`` chose (see `CallRecord.accounts`):
+        crash recovery asks exactly that account, and no second write is needed for it."""
         # Create first: on the usual path the marker does not exist yet, and this is one round
         # trip instead of two.
+        account = choice[0] if choice is not None else None
         fresh = CallRecord(
             call_id=request.call_id,
             targets=[w.target for w, _ in wanted],
             problems=[i.problem for _, i in wanted],
             contact=request.contact,
-            from_number=self.settings.caller_id_for(request.contact.number),
+            from_number=(
+                account.config.caller_id_for(request.contact.number)
+                if account is not None
+                else self.settings.caller_id_for(request.contact.number)
+            ),
+            accounts=[account.name] if account is not None else [],
             spoken=[
                 Spoken(severity=i.severity, host=i.host, title=i.title, started_at=i.started_at)
                 for _, i in wanted
