@@ -6,20 +6,28 @@ once it is back. A callback signed with the other account's token is refused."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections import Counter
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
 from prometheus_client import REGISTRY
 from twilio.request_validator import RequestValidator
 
+from yobidashi_common.bus import Bus as ServiceBus
 from yobidashi_common.events import KeyPressed
+from yobidashi_common.settings import NatsSettings
 from yobidashi_common.subjects import KEYS_STREAM
-from yobidashi_dialer.breaker import BREAKERS, BreakerState
+from yobidashi_dialer.accounts import AccountConfig
+from yobidashi_dialer.breaker import BREAKERS, BreakerPolicy, BreakerState
 from yobidashi_dialer.core.model import IncidentStatus
 from yobidashi_dialer.core.tx import call_id_for
+from yobidashi_dialer.failover import AccountPool
+from yobidashi_dialer.store import LIMITS
+from yobidashi_dialer.telephony import Telephony
 from yobidashi_testing.stack import (
     FALLBACK_FROM_NUMBER,
     FROM_NUMBER,
@@ -353,3 +361,78 @@ async def test_the_dial_marker_names_its_account_in_the_write_that_creates_it(
             await fallback.faults()
             await fallback.wait_calls(to, 1)
         assert await placed(primary) == []
+
+
+def account_config(name: str, sid_digit: str) -> AccountConfig:
+    return AccountConfig(
+        name=name,
+        account_sid="AC" + sid_digit * 32,
+        auth_token="token-" + name,
+        from_numbers=(FROM_NUMBER,),
+        edge=None,
+        region=None,
+        cps=10,
+        max_concurrent_calls=0,
+        api_base_url=None,
+    )
+
+
+async def test_replicas_follow_the_breakers_through_a_watch_and_choose_without_a_read(
+    nats_url: str,
+) -> None:
+    """Choosing an account costs no request while the breaker watch runs: one replica opens
+    the primary's breaker, the other learns it from its watch and sends its next call to the
+    fallback, still without reading the record. Once its watch has stopped, every choice reads
+    the records again, as it did before there was a watch."""
+    configs = [account_config("primary", "1"), account_config("fallback-1", "2")]
+    buses = [
+        ServiceBus(NatsSettings(nats_url=nats_url), f"replica-{n}", buckets=[BREAKERS, LIMITS])
+        for n in (1, 2)
+    ]
+    for bus in buses:
+        await bus.start()
+        await asyncio.wait_for(bus.wait_ready(), 30)
+    pools = [
+        AccountPool(
+            bus,
+            configs,
+            lambda _config: cast(Telephony, None),  # no call is placed here
+            live_ttl=60,
+            policy=BreakerPolicy(cooldown=3600),
+        )
+        for bus in buses
+    ]
+    opener, follower = pools
+    watch = asyncio.create_task(follower.watch(every=3600))
+    try:
+
+        async def following() -> bool:
+            return all(a.breaker.view is not None for a in follower.accounts)
+
+        await eventually(following, "the watch's first read")
+        gets = jetstream_requests("kv_get")
+        assert await follower.choose() == (follower.primary, False)
+        assert jetstream_requests("kv_get") == gets
+
+        assert await opener.primary.breaker.failure("cannot_call", "test", fatal=True)
+
+        async def seen_open() -> bool:
+            view = follower.primary.breaker.view
+            return view is not None and view.state == "open"
+
+        await eventually(seen_open, "the watch to report the open breaker")
+        gets = jetstream_requests("kv_get")  # (the opener read the record to change it)
+        assert await follower.choose() == (follower.by_name["fallback-1"], False)
+        assert jetstream_requests("kv_get") == gets, "a choice read a breaker record"
+    finally:
+        watch.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watch
+    try:
+        assert all(a.breaker.view is None for a in follower.accounts)
+        gets = jetstream_requests("kv_get")
+        assert await follower.choose() == (follower.by_name["fallback-1"], False)
+        assert jetstream_requests("kv_get") > gets
+    finally:
+        for bus in buses:
+            await bus.close()

@@ -13,6 +13,14 @@ After ``cooldown`` the first caller to ask gets a *probe*: one real call attempt
 (half-open). Its success closes the breaker; its failure opens it for another cooldown. Other
 callers keep going to the next account meanwhile. A probe that never reports (its worker died)
 is given up after ``probe_timeout`` and the next caller probes.
+
+Asking a closed breaker costs no request: every replica follows the bucket through a KV watch
+(`AccountPool.watch`, which feeds `Breaker.seen`), and its own writes update the same view. A
+view a moment old is acceptable because an open breaker only orders the accounts, it never
+silences the pager: a call sent to an account that another replica has just opened fails there
+and moves on to the next account, as it did before the breaker opened. Every change of the
+record (opening, probing, closing) is still a compare-and-set on a fresh read. While the watch
+is not running (starting, or lost), each question reads the record, as before.
 """
 
 from __future__ import annotations
@@ -75,6 +83,8 @@ class Breaker:
         self._store = KvStore(bus, BREAKERS.name, BreakerState)
         self._now = clock
         self._probe_until = 0.0  # the probe this replica was granted last (see forget_probe)
+        # (state, revision) as the watch last reported it; None while it is not followed.
+        self._view: tuple[BreakerState, int] | None = None
 
     def _observe(self, state: BreakerState | None) -> None:
         current = state or BreakerState()
@@ -99,6 +109,55 @@ class Breaker:
         self._observe(current)
         return current
 
+    # -- the view the watch keeps ----------------------------------------------------------------
+
+    def seen(self, state: BreakerState | None, revision: int) -> bool:
+        """The shared record at ``revision`` (None: absent or deleted), from the watch or a full
+        read. An older revision than the view's is ignored. True if the view changed."""
+        if self._view is not None and revision <= self._view[1]:
+            return False
+        self._view = (state or BreakerState(), revision)
+        self._observe(self._view[0])
+        return True
+
+    def unfollow(self) -> None:
+        """The watch stopped: from now on every question reads the record again."""
+        self._view = None
+
+    @property
+    def view(self) -> BreakerState | None:
+        """What the watch says, or None if it is not followed."""
+        return self._view[0] if self._view is not None else None
+
+    async def refresh(self) -> bool:
+        """Read the record and put it into the view. True if the view changed (the watch had
+        not reported it)."""
+        found = await self._store.get(self.account)
+        if found is None:
+            changed = self._view is None or self._view[0] != BreakerState()
+            self._view = (BreakerState(), self._view[1] if self._view else 0)
+            self._observe(self._view[0])
+            return changed
+        return self.seen(found[0], found[1])
+
+    def _wrote(self, result: BreakerState | None) -> None:
+        """Our own change (or what the fresh read under it found) goes into the view at once."""
+        revision = self._store.last_revision(self.account)
+        if self._view is not None and result is not None and revision is not None:
+            self.seen(result, revision)
+
+    async def _current(self) -> BreakerState | None:
+        if self._view is not None:
+            return self._view[0]
+        found = await self._store.get(self.account)
+        return found[0] if found else None
+
+    def _due(self, state: BreakerState, now: float) -> bool:
+        """Is an open (or half-open) breaker due for a probe?"""
+        return (state.state == "open" and now >= state.since + self.policy.cooldown) or (
+            state.state == "half_open" and now >= state.probe_until
+        )
+
     async def admit(self) -> Admission:
         """May a new call go to this account now? "probe": yes, as the half-open probe."""
         verdict: Admission = "no"
@@ -112,22 +171,24 @@ class Breaker:
             if state.state == "closed":
                 verdict = "yes"
                 return None
-            due = (state.state == "open" and now >= state.since + self.policy.cooldown) or (
-                state.state == "half_open" and now >= state.probe_until
-            )
-            if not due:
+            if not self._due(state, now):
                 verdict = "no"
                 return None
             verdict = "probe"
             probing = state.moved("half_open", now, "probe") if state.state == "open" else state
             return probing.model_copy(update={"probe_until": now + self.policy.probe_timeout})
 
-        # The usual case (closed) costs one read and no write.
-        found = await self._store.get(self.account)
-        if found is None or found[0].state == "closed":
-            self._observe(found[0] if found else None)
+        # The usual case (closed) costs no request with the watch running (one read without),
+        # and neither does an open breaker whose cooldown the view says is not over.
+        current = await self._current()
+        if current is None or current.state == "closed":
+            self._observe(current)
             return "yes"
+        if self._view is not None and not self._due(current, self._now()):
+            self._observe(current)
+            return "no"
         result = await self._store.mutate(self.account, change)
+        self._wrote(result)
         self._moved(before, result)
         if verdict == "probe" and result is not None:
             self._probe_until = result.probe_until
@@ -146,7 +207,9 @@ class Breaker:
                 return None
             return current.model_copy(update={"probe_until": 0.0})
 
-        self._observe(await self._store.mutate(self.account, change))
+        result = await self._store.mutate(self.account, change)
+        self._wrote(result)
+        self._observe(result)
 
     async def failure(self, kind: str, detail: str, *, fatal: bool = False) -> bool:
         """Count evidence against the account. Returns True if the breaker is open now."""
@@ -171,6 +234,7 @@ class Breaker:
             return state.model_copy(update={"failures": recent})
 
         result = await self._store.mutate(self.account, change)
+        self._wrote(result)
         self._moved(before, result)
         return result is not None and result.state == "open"
 
@@ -187,8 +251,9 @@ class Breaker:
                 return None
             return current.moved("closed", self._now(), "probe succeeded")
 
-        found = await self._store.get(self.account)
-        if found is None or found[0].state != "half_open":
+        current = await self._current()
+        if current is None or current.state != "half_open":
             return
         result = await self._store.mutate(self.account, change)
+        self._wrote(result)
         self._moved(before, result)

@@ -10,15 +10,19 @@ after it on 404. No table of SID → account has to survive anything.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+
+import nats.errors
+from pydantic import ValidationError
 
 from yobidashi_common.bus import Bus
 from yobidashi_common.telemetry import get_logger
 from yobidashi_dialer import metrics
 from yobidashi_dialer.accounts import AccountConfig
-from yobidashi_dialer.breaker import Breaker, BreakerPolicy
+from yobidashi_dialer.breaker import BREAKERS, Breaker, BreakerPolicy, BreakerState
 from yobidashi_dialer.limits import Budget
 from yobidashi_dialer.telephony import CallInfo, CallRequest, Telephony, TelephonyError
 
@@ -66,6 +70,7 @@ class AccountPool:
         live_ttl: float,
         policy: BreakerPolicy,
     ) -> None:
+        self.bus = bus
         self.accounts = [
             Account(
                 config=config,
@@ -126,15 +131,71 @@ class AccountPool:
             await account.telephony.warm_up()
 
     async def watch(self, every: float = 15.0) -> None:
-        """Keep every account's breaker metrics current (time in state grows between calls),
-        from the shared record, so each replica shows what all of them agree on."""
-        while True:
-            for account in self.accounts:
+        """Follow every account's breaker record through a KV watch, so that choosing an
+        account costs no request (see `breaker`). Every ``every`` seconds each record is also
+        read in full: a watch can go quiet without an error (a server restart), and the breaker
+        metrics stay current (time in state grows between calls). While the watch is down, the
+        breakers read their record on every question, as they would without it."""
+        try:
+            while True:
                 try:
-                    await account.breaker.state()
-                except Exception as exc:
-                    log.warning("telephony.breaker_unreadable", error=type(exc).__name__)
-            await asyncio.sleep(every)
+                    await self.bus.wait_ready()
+                    await self._read_all()
+                    await self._follow(every)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # keep following whatever went wrong
+                    self._unfollow()
+                    log.warning("telephony.breaker_watch_failed", error=type(exc).__name__)
+                    await asyncio.sleep(1.0)
+        finally:
+            self._unfollow()
+
+    def _unfollow(self) -> None:
+        for account in self.accounts:
+            account.breaker.unfollow()
+
+    async def _read_all(self) -> bool:
+        """Read every account's record into its view. True if one had changed unreported."""
+        missed = False
+        for account in self.accounts:
+            missed = await account.breaker.refresh() or missed
+        return missed
+
+    async def _follow(self, every: float) -> None:
+        kv = await self.bus.kv(BREAKERS.name)
+        watcher = await kv.watchall()
+        loop = asyncio.get_running_loop()
+        full_read_at = loop.time() + every
+        try:
+            while True:
+                try:
+                    entry = await watcher.updates(timeout=every)  # type: ignore[no-untyped-call]
+                except nats.errors.TimeoutError:
+                    entry = None
+                if loop.time() >= full_read_at:
+                    full_read_at = loop.time() + every
+                    if await self._read_all():
+                        log.info("telephony.breaker_watch_restarted", reason="missed a change")
+                        return  # it missed a change: start a new watch
+                if entry is None:
+                    continue
+                account = self.by_name.get(entry.key)
+                if account is None:
+                    continue
+                revision = int(entry.revision or 0)
+                if entry.operation is not None or not entry.value:
+                    account.breaker.seen(None, revision)
+                    continue
+                try:
+                    state = BreakerState.model_validate_json(entry.value)
+                except ValidationError as exc:
+                    log.error("telephony.breaker_unreadable", key=entry.key, error=str(exc))
+                    continue
+                account.breaker.seen(state, revision)
+        finally:
+            with contextlib.suppress(Exception):
+                await watcher.stop()  # type: ignore[no-untyped-call]
 
     async def close(self) -> None:
         for account in self.accounts:

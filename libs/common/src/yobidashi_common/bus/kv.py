@@ -54,6 +54,11 @@ class KvStore(Generic[M]):
         if len(self._last_seen) > LAST_SEEN_KEYS:
             self._last_seen.popitem(last=False)
 
+    def last_revision(self, key: str) -> int | None:
+        """The revision of ``key`` as this process last read or wrote it (no request)."""
+        seen = self._last_seen.get(key)
+        return seen[1] if seen else None
+
     async def get(self, key: str) -> tuple[M, int] | None:
         kv = await self.bus.kv(self.bucket)
         BUS_JETSTREAM_REQUESTS.labels("kv_get").inc()
