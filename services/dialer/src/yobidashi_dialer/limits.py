@@ -1,16 +1,26 @@
 """Calls-per-second and live-call budgets that hold across every dialer replica.
 
 Twilio's CPS is account-wide: two replicas at 1 CPS each would make 2 CPS. So the budget lives
-in JetStream KV and every replica takes slots from it with compare-and-set:
+in JetStream KV and every replica takes slots from it with compare-and-set. Each account has
+one value (`Slots`, key ``slots`` for the primary, ``slots.<name>`` for a fallback) holding
+both budgets, so that the usual call takes its live-call slot and its create slot in one
+compare-and-set, checked against both limits at once:
 
-- ``cps``: the send times of the last CPS creates. A create may go only once the oldest of them
+- ``sent``: the send times of the last CPS creates. A create may go only once the oldest of them
   is more than a second (plus a margin) old, so no rolling second ever holds more than CPS
   creates, while a burst may still use the whole budget at once. A slot is recorded when it
   is granted and moved to the time the create's response came back once it has: whatever the
   delays on the way, Twilio saw the create no later than that, so counting from it keeps the
   window true at Twilio's end. It costs one request round-trip per window of throughput.
-- ``live``: the calls currently counted against the concurrency cap, each with an expiry so
+- ``calls``: the calls currently counted against the concurrency cap, each with an expiry so
   that a lost final callback cannot leak a slot forever.
+
+A call that gets its live-call slot but not yet a create slot keeps the first and waits for
+the second, one contender per replica, as before. The budgets used to be two values (``live``
+and ``cps``, ``live.<name>`` and ``cps.<name>``): the first time a replica finds no ``slots``
+value for an account, it starts it from those, so the calls that were live across an upgrade
+and the last second's creates still count. Replicas of the old and the new version do not
+share a budget: stop the old ones before starting the new.
 """
 
 from __future__ import annotations
@@ -30,12 +40,21 @@ from yobidashi_dialer.store import LIMITS
 WINDOW_MARGIN = 0.02
 
 
-class CpsWindow(BaseModel):
+class Slots(BaseModel):
+    calls: dict[str, float] = {}  # call id -> expires at (epoch seconds)
     sent: list[float] = []  # the last CPS create times, oldest first
 
 
+class CpsWindow(BaseModel):
+    """The CPS window as it was kept before `Slots` (read once, to start `Slots` from)."""
+
+    sent: list[float] = []
+
+
 class LiveCalls(BaseModel):
-    calls: dict[str, float] = {}  # call id -> expires at (epoch seconds)
+    """The live calls as they were kept before `Slots` (read once, to start `Slots` from)."""
+
+    calls: dict[str, float] = {}
 
 
 class Budget:
@@ -49,11 +68,13 @@ class Budget:
         account: str = "",
         clock: Callable[[], float] = time.time,
     ) -> None:
-        # Each telephony account has its own CPS and live-call budget, under its own keys.
-        self._cps_key = f"cps.{account}" if account else "cps"
-        self._live_key = f"live.{account}" if account else "live"
-        self._window_store = KvStore(bus, LIMITS.name, CpsWindow)
-        self._live_store = KvStore(bus, LIMITS.name, LiveCalls)
+        # Each telephony account has its own CPS and live-call budget, under its own key.
+        self._key = f"slots.{account}" if account else "slots"
+        self._old_cps_key = f"cps.{account}" if account else "cps"
+        self._old_live_key = f"live.{account}" if account else "live"
+        self._bus = bus
+        self._store = KvStore(bus, LIMITS.name, Slots)
+        self._started = False
         self.cps = cps
         self.max_concurrent = max_concurrent
         self.live_ttl = live_ttl
@@ -63,57 +84,94 @@ class Budget:
         # the losers' retries would delay the winner's actual send past the time it recorded.
         self._cps_turn = asyncio.Lock()
 
-    async def _take_live_slot(self, call_id: str) -> bool:
-        got = False
+    async def _mutate(self, change: Callable[[Slots | None], Slots | None]) -> Slots | None:
+        if not self._started:
+            await self._start()
+        return await self._store.mutate(self._key, change)
 
-        def change(current: LiveCalls | None) -> LiveCalls | None:
-            nonlocal got
-            now = self._now()
-            live = {k: v for k, v in (current.calls if current else {}).items() if v > now}
-            if call_id in live:
-                got = True
-                return None
-            if self.max_concurrent and len(live) >= self.max_concurrent:
-                got = False
-                # Write only when expired entries were dropped.
-                return (
-                    LiveCalls(calls=live) if current and len(live) != len(current.calls) else None
+    async def _start(self) -> None:
+        """Once per process: if the account has no `Slots` yet, start it from the two values
+        the budgets were kept in before (an upgrade keeps its live calls and its window)."""
+        if await self._store.get(self._key) is None:
+            live = await KvStore(self._bus, LIMITS.name, LiveCalls).get(self._old_live_key)
+            window = await KvStore(self._bus, LIMITS.name, CpsWindow).get(self._old_cps_key)
+            if live is not None or window is not None:
+                # None: another replica started it first, from the same values.
+                await self._store.create(
+                    self._key,
+                    Slots(
+                        calls=live[0].calls if live else {},
+                        sent=window[0].sent if window else [],
+                    ),
                 )
-            got = True
-            live[call_id] = now + self.live_ttl
-            return LiveCalls(calls=live)
+        self._started = True
 
-        result = await self._live_store.mutate(self._live_key, change)
+    def _cps_free(self, sent: list[float], now: float) -> float:
+        """How long until one more create fits the window ``sent`` (0: now)."""
+        if len(sent) >= self.cps and now < sent[0] + 1.0 + WINDOW_MARGIN:
+            return sent[0] + 1.0 + WINDOW_MARGIN - now
+        return 0.0
+
+    async def _take(self, call_id: str, *, create: bool) -> tuple[bool, float, float]:
+        """Take a live-call slot for ``call_id`` and, with ``create``, a create slot too if the
+        window allows, in one compare-and-set: (live slot held, wait for a create slot, grant
+        time of the create slot or 0)."""
+        got, wait, granted = False, 0.0, 0.0
+
+        def change(current: Slots | None) -> Slots | None:
+            nonlocal got, wait, granted
+            now = self._now()
+            state = current or Slots()
+            live = {k: v for k, v in state.calls.items() if v > now}
+            sent = state.sent[-self.cps :]
+            changed = len(live) != len(state.calls)  # expired entries were dropped
+            wait, granted = 0.0, 0.0
+            if call_id not in live:
+                if self.max_concurrent and len(live) >= self.max_concurrent:
+                    got = False
+                    return Slots(calls=live, sent=state.sent) if changed else None
+                live[call_id] = now + self.live_ttl
+                changed = True
+            got = True
+            if create:
+                wait = self._cps_free(sent, now)
+                if wait <= 0:
+                    granted = now
+                    return Slots(calls=live, sent=sorted([*sent, now])[-self.cps :])
+            return Slots(calls=live, sent=state.sent) if changed else None
+
+        result = await self._mutate(change)
         metrics.CONCURRENT_CALLS.set(len(result.calls) if result else 0)
-        return got
+        return got, wait, granted
 
     async def _try_cps_slot(self) -> tuple[float, float]:
         """Take a create slot now if the window allows: (0, granted time); else (wait, 0)."""
         wait, granted = 0.0, 0.0
 
-        def change(current: CpsWindow | None) -> CpsWindow | None:
+        def change(current: Slots | None) -> Slots | None:
             nonlocal wait, granted
-            sent = current.sent[-self.cps :] if current else []
+            state = current or Slots()
+            sent = state.sent[-self.cps :]
             now = self._now()
-            if len(sent) >= self.cps and now < sent[0] + 1.0 + WINDOW_MARGIN:
-                wait = sent[0] + 1.0 + WINDOW_MARGIN - now
+            wait, granted = self._cps_free(sent, now), 0.0
+            if wait > 0:
                 return None
-            wait, granted = 0.0, now
-            return CpsWindow(sent=sorted([*sent, now])[-self.cps :])
+            granted = now
+            return Slots(calls=state.calls, sent=sorted([*sent, now])[-self.cps :])
 
-        await self._window_store.mutate(self._cps_key, change)
+        await self._mutate(change)
         return wait, granted
 
     async def sent(self, granted: float, answered: float) -> None:
         """The create granted at ``granted`` got its response at ``answered``: count from then."""
 
-        def change(current: CpsWindow | None) -> CpsWindow | None:
+        def change(current: Slots | None) -> Slots | None:
             if current is None or granted not in current.sent:
                 return None
             moved = [answered if t == granted else t for t in current.sent]
-            return CpsWindow(sent=sorted(moved)[-self.cps :])
+            return Slots(calls=current.calls, sent=sorted(moved)[-self.cps :])
 
-        await self._window_store.mutate(self._cps_key, change)
+        await self._mutate(change)
 
     async def acquire(
         self,
@@ -124,19 +182,29 @@ class Budget:
         poll: float = 0.25,
     ) -> float | None:
         """Wait for a live-call slot, then for a CPS slot; returns the slot's grant time. None if
-        the call stopped being wanted while it waited (e.g. the problem was acknowledged)."""
+        the call stopped being wanted while it waited (e.g. the problem was acknowledged).
+
+        Usually both slots are free: one compare-and-set takes them together. With a call of
+        this replica already waiting for a create slot, only the live-call slot is taken, and
+        the call queues behind it for the create slot."""
         self.waiting += 1
         metrics.CPS_QUEUE_DEPTH.set(self.waiting)
         try:
             checked = self._now()
-            while not await self._take_live_slot(call_id):
+            while True:
+                if not self._cps_turn.locked():
+                    async with self._cps_turn:
+                        got, wait, granted = await self._take(call_id, create=True)
+                        if got:
+                            return granted if wait <= 0 else await self._wait_cps_held(wait)
+                elif (await self._take(call_id, create=False))[0]:
+                    return await self.wait_cps()
                 await asyncio.sleep(poll)
                 if self._now() - checked > 2:
                     checked = self._now()
                     await keep_alive()
                     if not await still_wanted():
                         return None
-            return await self.wait_cps()
         finally:
             self.waiting -= 1
             metrics.CPS_QUEUE_DEPTH.set(self.waiting)
@@ -145,17 +213,23 @@ class Budget:
         """Return, with the slot's grant time, at a moment when one more create fits the budget.
         Call `sent` with that time once the create has its response."""
         async with self._cps_turn:
-            while True:
-                wait, granted = await self._try_cps_slot()
-                if wait <= 0:
-                    return granted
+            return await self._wait_cps_held(0.0)
+
+    async def _wait_cps_held(self, wait: float) -> float:
+        """`wait_cps` with the turn already held, after sleeping ``wait`` first."""
+        while True:
+            if wait > 0:
                 await asyncio.sleep(wait)
+            wait, granted = await self._try_cps_slot()
+            if wait <= 0:
+                return granted
 
     async def release(self, call_id: str) -> None:
-        def change(current: LiveCalls | None) -> LiveCalls | None:
+        def change(current: Slots | None) -> Slots | None:
             if current is None or call_id not in current.calls:
                 return None
-            return LiveCalls(calls={k: v for k, v in current.calls.items() if k != call_id})
+            calls = {k: v for k, v in current.calls.items() if k != call_id}
+            return Slots(calls=calls, sent=current.sent)
 
-        result = await self._live_store.mutate(self._live_key, change)
+        result = await self._mutate(change)
         metrics.CONCURRENT_CALLS.set(len(result.calls) if result else 0)
