@@ -436,3 +436,40 @@ async def test_replicas_follow_the_breakers_through_a_watch_and_choose_without_a
     finally:
         for bus in buses:
             await bus.close()
+
+
+@pytest.mark.parametrize("accounts", ["one account", "with a fallback"])
+async def test_a_create_answered_too_late_is_looked_up_not_made_again(
+    nats_url: str, accounts: str
+) -> None:
+    """The create is carried out at Twilio, whose answer comes after the dialer stopped
+    waiting. Created again, on the same account or through the fallback, the phone would ring
+    twice: the dialer looks the call up instead, and goes on with the call it finds."""
+    async with (
+        simulator() as primary,
+        fallback_simulator() as fallback,
+        dialer_in_process(
+            nats_url,
+            primary,
+            fallback_env(fallback) if accounts == "with a fallback" else {},
+            TWILIO_REQUEST_TIMEOUT="1",
+        ) as d,
+        Bus(nats_url) as bus,
+    ):
+        to = number(70)
+        for sim in (primary, fallback):
+            await sim.scenario(to, PRESS_1)
+        await primary.faults(create_answer_delay_ms=3000)
+        await bus.publish_alert(alert_event(7500, sendto=to))
+
+        async def placed_and_acknowledged() -> bool:
+            incident = await d.dialer.engine.load("zabbix:7500")
+            if incident is None or incident.status is not IncidentStatus.ACKNOWLEDGED:
+                return False
+            [page] = incident.pages
+            marker = await d.dialer.calls.get(page.call_id or "")
+            return marker is not None and marker[0].state == "placed"
+
+        # The marker says placed: the dialer is done with its create (found, or made again).
+        await eventually(placed_and_acknowledged, "the call placed, and 1 pressed on it")
+        assert (await rung(primary, fallback))[to] == 1

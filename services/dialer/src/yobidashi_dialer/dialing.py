@@ -43,6 +43,9 @@ from yobidashi_dialer.voice import PHRASES, Voices, call_twiml
 log = get_logger(__name__)
 
 CREATE_BACKOFF = (0.5, 1.0, 2.0, 4.0, 8.0)
+# After a create got no answer: the pauses before each further look for the call on that
+# account (about 7 s in all), before the create is tried again or moves on.
+LOOKUP_BACKOFF = (1.0, 2.0, 4.0)
 NO_ACCOUNT_PAUSE = 5.0
 
 
@@ -244,13 +247,6 @@ class DialWorker:
                 await account.budget.release(record.call_id)
                 tried.add(account.name)
                 log.warning("dial.next_account", account=account.name, error=str(switch.error))
-                if switch.error.status is None:
-                    # A timeout may have reached Twilio: if the call exists there, it is placed,
-                    # and ringing it through another account would ring the phone twice.
-                    existing = await self._placed_anyway(record, account)
-                    if existing is not None:
-                        await self._placed(record, existing, request.requested_at)
-                        return
                 continue
             except TelephonyError as exc:
                 await account.budget.release(record.call_id)
@@ -269,17 +265,29 @@ class DialWorker:
         if choice is not None and choice[1]:
             await choice[0].breaker.forget_probe()
 
-    async def _placed_anyway(self, record: CallRecord, account: Account) -> CallInfo | None:
+    async def _placed_anyway(
+        self, record: CallRecord, account: Account, delivery: Delivery[DialRequest]
+    ) -> CallInfo | None:
+        """Whether a create that got no answer was carried out after all. Looked up more than
+        once: an account that timed out may still be creating the call, or not answer the
+        lookup at once either. Only when it has shown no call for a while is the create tried
+        again or the call moved on (an account that stays unreachable through every look is a
+        remaining risk of ringing twice; not ringing at all would be worse)."""
         since = record.placing_since - timedelta(seconds=5)
-        try:
-            found = await account.telephony.find_calls(
-                record.contact.number, record.from_number, since
-            )
-        except TelephonyError:
-            return None  # unreachable: nothing reached it either, most likely; move on
-        if found:
-            self.routed.placed_on(found[-1].sid, account.name)
-            return found[-1]
+        for pause in (0.0, *LOOKUP_BACKOFF):
+            if pause:
+                await delivery.msg.in_progress()
+                await asyncio.sleep(pause)
+            try:
+                found = await account.telephony.find_calls(
+                    record.contact.number, record.from_number, since
+                )
+            except TelephonyError as exc:
+                log.warning("dial.lookup_failed", account=account.name, error=str(exc))
+                continue
+            if found:
+                self.routed.placed_on(found[-1].sid, account.name)
+                return found[-1]
         return None
 
     async def _on_account(self, record: CallRecord, account: str) -> CallRecord:
@@ -412,6 +420,13 @@ class DialWorker:
                 metrics.ACCOUNT_CREATES.labels(account.name, result).inc()
                 if found is None:
                     raise  # about this call (e.g. a bad number): another account fails it too
+                if exc.may_have_reached:
+                    # The create may have been carried out: if the call exists, it is placed,
+                    # and creating it again, here or through another account, would ring the
+                    # phone twice.
+                    existing = await self._placed_anyway(record, account, delivery)
+                    if existing is not None:
+                        return existing
                 kind, fatal = found
                 opened = await account.breaker.failure(kind, str(exc), fatal=fatal)
                 pause = next(pauses, None)

@@ -49,6 +49,12 @@ class Faults(BaseModel):
     rate_429: float = Field(0.0, ge=0, le=1, description="Share of creates answered 429/20429.")
     rate_500: float = Field(0.0, ge=0, le=1, description="Share of creates answered 500/20500.")
     latency_ms: int = Field(0, ge=0, description="Added to every REST request.")
+    create_answer_delay_ms: int = Field(
+        0,
+        ge=0,
+        description="Creates are carried out at once and answered this much later: a client "
+        "that stops waiting sooner does not know its call exists.",
+    )
     unavailable: bool = Field(False, description="Every REST request gets 503.")
     next_create_statuses: list[Literal[429, 500, 503]] = Field(
         default_factory=list,

@@ -302,6 +302,8 @@ def build_rest_router(
             return exc.response()
         call = engine.create_call(account_sid, options, form, arrived_at)
         record.http_status, record.call_sid = 201, call.sid
+        if faults.faults.create_answer_delay_ms:
+            await asyncio.sleep(faults.faults.create_answer_delay_ms / 1000)
         return ok(call.resource(), 201)
 
     @router.get("/Calls.json")

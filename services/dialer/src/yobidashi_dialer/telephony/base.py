@@ -29,13 +29,24 @@ class CallInfo:
 
 
 class TelephonyError(Exception):
-    """A provider error. ``retryable`` says whether trying again later can succeed."""
+    """A provider error. ``retryable`` says whether trying again later can succeed;
+    ``may_have_reached``, that the request may have been carried out although no answer came
+    (a timeout, a connection lost after sending), so a create must be looked up, not repeated."""
 
-    def __init__(self, message: str, *, retryable: bool, code: int | None, status: int | None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool,
+        code: int | None,
+        status: int | None,
+        may_have_reached: bool = False,
+    ):
         super().__init__(message)
         self.retryable = retryable
         self.code = code
         self.status = status
+        self.may_have_reached = may_have_reached
 
 
 class Telephony(Protocol):

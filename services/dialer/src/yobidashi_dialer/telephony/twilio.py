@@ -8,6 +8,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import aiohttp
 from twilio.base.exceptions import TwilioRestException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
@@ -18,6 +19,8 @@ from yobidashi_dialer.telephony.base import CallInfo, CallRequest, TelephonyErro
 # Twilio answers 21220 when a call is already over; ending it again is then a no-op for us.
 CALL_NOT_IN_PROGRESS = 21220
 STATUS_EVENTS = ["initiated", "ringing", "answered", "completed"]
+# Errors raised before a request could be sent: nothing reached Twilio.
+NEVER_CONNECTED = (aiohttp.ClientConnectorError, ConnectionRefusedError)
 
 
 def _parse_date(value: Any) -> datetime | None:
@@ -53,7 +56,36 @@ def _error(exc: TwilioRestException) -> TelephonyError:
     )
 
 
-class RedirectingHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]  # untyped library
+class TimedHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]  # untyped library
+    """The library's async client with its timeout in force. twilio 9.13 keeps the timeout it
+    is constructed with but sends every request with none, which aiohttp takes as no limit at
+    all: a create to a hung API would wait forever (and its dial request be redelivered to a
+    second worker meanwhile)."""
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        params: Any = None,
+        data: Any = None,
+        headers: dict[str, str] | None = None,
+        auth: Any = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - the library's signature
+        allow_redirects: bool = False,
+    ) -> Any:
+        return await super().request(
+            method,
+            url,
+            params=params,
+            data=data,
+            headers=headers,
+            auth=auth,
+            timeout=self.timeout if timeout is None else timeout,
+            allow_redirects=allow_redirects,
+        )
+
+
+class RedirectingHttpClient(TimedHttpClient):
     """Sends every request to ``base_url`` (the simulator, a test double or an egress proxy)
     while keeping the host the library meant in the Host header.
 
@@ -124,7 +156,7 @@ class TwilioTelephony:
             self._http = (
                 RedirectingHttpClient(self._api_base_url, timeout=self._request_timeout)
                 if self._api_base_url
-                else AsyncTwilioHttpClient(timeout=self._request_timeout)
+                else TimedHttpClient(timeout=self._request_timeout)
             )
             # The library's own edge/region parameters (it builds api.<edge>.<region>.twilio.com).
             self._twilio = Client(
@@ -149,7 +181,12 @@ class TwilioTelephony:
         except (OSError, TimeoutError) as exc:
             metrics.TWILIO_REQUESTS.labels(operation, "unreachable").inc()
             raise TelephonyError(
-                f"Twilio unreachable: {type(exc).__name__}", retryable=True, code=None, status=None
+                f"Twilio unreachable: {type(exc).__name__}",
+                retryable=True,
+                code=None,
+                status=None,
+                # Only a connection never made is sure to have carried nothing.
+                may_have_reached=not isinstance(exc, NEVER_CONNECTED),
             ) from None
         finally:
             metrics.TWILIO_SECONDS.labels(operation).observe(time.perf_counter() - started)
