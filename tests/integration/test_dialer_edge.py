@@ -7,26 +7,20 @@ from datetime import UTC, datetime
 
 import pytest
 
-from yobidashi_dialer.telephony import CallRequest
 from yobidashi_dialer.telephony.twilio import TwilioTelephony
-from yobidashi_testing.stack import FROM_NUMBER, Bus, alert_event, dialer_in_process, simulator
+from yobidashi_testing.stack import (
+    FROM_NUMBER,
+    Bus,
+    alert_event,
+    call_request,
+    dialer_in_process,
+    simulator,
+)
 
 pytestmark = pytest.mark.integration
 
 TOKYO = "api.tokyo.jp1.twilio.com"
 YAMADA = "+819012345678"
-
-
-def _request(to: str) -> CallRequest:
-    return CallRequest(
-        to=to,
-        from_=FROM_NUMBER,
-        twiml="<Response><Pause length='30'/></Response>",
-        status_callback="https://oncall.example.com/twilio/voice/status",
-        amd_callback="https://oncall.example.com/twilio/voice/amd",
-        ring_timeout=30,
-        time_limit=600,
-    )
 
 
 async def test_the_edge_is_used_for_creates_fetches_and_updates(
@@ -42,7 +36,7 @@ async def test_the_edge_is_used_for_creates_fetches_and_updates(
         plain = TwilioTelephony(sim.account_sid, sim.auth_token, api_base_url=sim.base_url)
         try:
             await sim.scenario(YAMADA, {"answer": "human", "answer_after": 1})
-            placed = await tokyo.place_call(_request(YAMADA))
+            placed = await tokyo.place_call(call_request(YAMADA))
             await tokyo.fetch_call(placed.sid)
             await tokyo.play(placed.sid, "<Response><Say>voicemail</Say></Response>")
             await tokyo.end_call(placed.sid)
@@ -50,7 +44,7 @@ async def test_the_edge_is_used_for_creates_fetches_and_updates(
             tokyo_requests = (await sim.http.get("/sim/requests")).json()["requests"]
 
             await sim.clear()
-            other = await plain.place_call(_request("+819087654321"))
+            other = await plain.place_call(call_request("+819087654321"))
             await plain.fetch_call(other.sid)
             plain_requests = (await sim.http.get("/sim/requests")).json()["requests"]
             [create] = await sim.creates()

@@ -8,23 +8,15 @@ from datetime import UTC, datetime
 
 import pytest
 
-from yobidashi_dialer.telephony import CallRequest, TelephonyError
+from yobidashi_dialer.telephony import TelephonyError
 from yobidashi_dialer.telephony.twilio import TwilioTelephony
 from yobidashi_harness.nats_server import free_port
-from yobidashi_testing.stack import FROM_NUMBER, simulator
+from yobidashi_testing.stack import FROM_NUMBER, call_request, simulator
 
 pytestmark = pytest.mark.integration
 
 TO = "+819012345670"
-REQUEST = CallRequest(
-    to=TO,
-    from_=FROM_NUMBER,
-    twiml="<Response><Pause length='30'/></Response>",
-    status_callback="https://oncall.example.com/twilio/voice/status",
-    amd_callback="https://oncall.example.com/twilio/voice/amd",
-    ring_timeout=30,
-    time_limit=600,
-)
+REQUEST = call_request(TO)
 
 
 async def test_a_create_answered_late_is_given_up_and_may_have_reached_twilio() -> None:

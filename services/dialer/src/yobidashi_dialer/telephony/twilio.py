@@ -56,11 +56,24 @@ def _error(exc: TwilioRestException) -> TelephonyError:
     )
 
 
-class TimedHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]  # untyped library
-    """The library's async client with its timeout in force. twilio 9.13 keeps the timeout it
-    is constructed with but sends every request with none, which aiohttp takes as no limit at
-    all: a create to a hung API would wait forever (and its dial request be redelivered to a
-    second worker meanwhile)."""
+class HttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]  # untyped library
+    """The library's async client with its timeout in force, optionally sending every request
+    to ``base_url``.
+
+    The timeout: twilio 9.13 keeps the timeout it is constructed with but sends every request
+    with none, which aiohttp takes as no limit at all; a create to a hung API would wait
+    forever (and its dial request be redelivered to a second worker meanwhile).
+
+    ``base_url`` (the simulator, a test double or an egress proxy) receives every request, with
+    the host the library meant kept in the Host header. The library puts the edge and region
+    into the host name (api.tokyo.jp1.twilio.com), so overriding ``Client.api.base_url`` would
+    have them spliced into the simulator's address instead. Redirecting below the library
+    keeps its URL building untouched, and whoever answers sees exactly which edge every create,
+    fetch and update was meant for."""
+
+    def __init__(self, base_url: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._target = urlsplit(base_url.rstrip("/")) if base_url else None
 
     async def request(
         self,
@@ -73,6 +86,13 @@ class TimedHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]  # untyped l
         timeout: float | None = None,  # noqa: ASYNC109 - the library's signature
         allow_redirects: bool = False,
     ) -> Any:
+        if self._target is not None:
+            meant = urlsplit(url)
+            target = self._target
+            url = urlunsplit(
+                (target.scheme, target.netloc, target.path + meant.path, meant.query, "")
+            )
+            headers = {**(headers or {}), "Host": meant.netloc}
         return await super().request(
             method,
             url,
@@ -81,48 +101,6 @@ class TimedHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]  # untyped l
             headers=headers,
             auth=auth,
             timeout=self.timeout if timeout is None else timeout,
-            allow_redirects=allow_redirects,
-        )
-
-
-class RedirectingHttpClient(TimedHttpClient):
-    """Sends every request to ``base_url`` (the simulator, a test double or an egress proxy)
-    while keeping the host the library meant in the Host header.
-
-    The library puts the edge and region into the host name (api.tokyo.jp1.twilio.com), so
-    overriding ``Client.api.base_url`` would have them spliced into the simulator's address
-    instead. Redirecting below the library keeps its URL building untouched, and whoever
-    answers sees exactly which edge every create, fetch and update was meant for."""
-
-    def __init__(self, base_url: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        target = urlsplit(base_url.rstrip("/"))
-        self._scheme, self._netloc, self._prefix = target.scheme, target.netloc, target.path
-
-    async def request(
-        self,
-        method: str,
-        url: str,
-        params: Any = None,
-        data: Any = None,
-        headers: dict[str, str] | None = None,
-        auth: Any = None,
-        timeout: float | None = None,  # noqa: ASYNC109 - the library's signature
-        allow_redirects: bool = False,
-    ) -> Any:
-        meant = urlsplit(url)
-        redirected = urlunsplit(
-            (self._scheme, self._netloc, self._prefix + meant.path, meant.query, "")
-        )
-        headers = {**(headers or {}), "Host": meant.netloc}
-        return await super().request(
-            method,
-            redirected,
-            params=params,
-            data=data,
-            headers=headers,
-            auth=auth,
-            timeout=timeout,
             allow_redirects=allow_redirects,
         )
 
@@ -153,11 +131,7 @@ class TwilioTelephony:
     def _client(self) -> Any:
         # aiohttp wants a running event loop, so the client is made on first use, not at import.
         if self._twilio is None:
-            self._http = (
-                RedirectingHttpClient(self._api_base_url, timeout=self._request_timeout)
-                if self._api_base_url
-                else TimedHttpClient(timeout=self._request_timeout)
-            )
+            self._http = HttpClient(self._api_base_url, timeout=self._request_timeout)
             # The library's own edge/region parameters (it builds api.<edge>.<region>.twilio.com).
             self._twilio = Client(
                 self._account_sid,
