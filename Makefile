@@ -17,7 +17,7 @@ ZABBIX_DEV := deploy/zabbix/dev/zabbix-dev
 ZABBIX_TEST_VERSIONS := 6.0 7.0
 
 .PHONY: help setup system-deps system-deps-run venv zabbix-install zabbix-up lint fmt test \
-	test-unit run run-zabbix screenshots bench chaos chaos-cluster-short media-type images compose-test clean
+	test-unit test-under-load run run-zabbix screenshots bench chaos chaos-cluster-short media-type images compose-test clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -57,6 +57,9 @@ PARALLEL ?= -n 3 --dist loadgroup
 
 test: setup lint zabbix-up ## set up, lint, then run every test against real NATS, Zabbix and the simulator (the images: make compose-test)
 	$(VENV)/bin/pytest -m "not containers" $(PARALLEL)
+
+test-under-load: ## `make test` three times in a row (RUNS=n) while stress-ng keeps every core busy
+	scripts/test-under-load
 
 # CHAOS_CLUSTER=1: on a 3-node JetStream cluster with two replicas of each service.
 CHAOS_CLUSTER ?= 0
