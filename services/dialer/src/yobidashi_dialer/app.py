@@ -125,12 +125,11 @@ class Dialer:
                 request_timeout=settings.twilio_request_timeout,
             )
 
-        live_ttl = settings.twilio_ring_timeout + settings.twilio_time_limit + 60
         self.pool = AccountPool(
             self.bus,
             accounts,
             make_telephony,
-            live_ttl=live_ttl,
+            live_ttl=settings.live_call_ttl,
             policy=BreakerPolicy(
                 threshold=settings.twilio_breaker_failures,
                 window=settings.twilio_breaker_window,

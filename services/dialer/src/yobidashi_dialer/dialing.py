@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
 
@@ -61,29 +62,22 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+@dataclass(eq=False)
 class DialWorker:
-    def __init__(
-        self,
-        settings: DialerSettings,
-        bus: Bus,
-        pool: AccountPool,
-        routed: RoutedTelephony,
-        calls: KvStore[CallRecord],
-        engine: Engine,
-        hourly_cap: Callable[[ContactId], int],
-        remember: Callable[[CallRecord], Awaitable[None]] | None = None,
-    ) -> None:
-        self.settings = settings
-        self.bus = bus
-        self.pool = pool
-        self.routed = routed
-        self.calls = calls
-        self.engine = engine
-        self.hourly_cap = hourly_cap
-        self.remember = remember
-        self.bundles = KvStore(bus, BUNDLES.name, BundleState)
-        self.voices = Voices(settings.twilio_voice_ja, settings.twilio_voice_en)
-        self.live_ttl = settings.twilio_ring_timeout + settings.twilio_time_limit + 60
+    settings: DialerSettings
+    bus: Bus
+    pool: AccountPool
+    routed: RoutedTelephony
+    calls: KvStore[CallRecord]
+    engine: Engine
+    hourly_cap: Callable[[ContactId], int]
+    remember: Callable[[CallRecord], Awaitable[None]] | None = None
+    bundles: KvStore[BundleState] = field(init=False)
+    voices: Voices = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.bundles = KvStore(self.bus, BUNDLES.name, BundleState)
+        self.voices = Voices(self.settings.twilio_voice_ja, self.settings.twilio_voice_en)
 
     def urls(self, call_id: str, account: str | None = None) -> tuple[str, str, str]:
         """The call's callback URLs. A fallback account's carry ``acct=<name>``: the callbacks
@@ -138,7 +132,7 @@ class DialWorker:
                 window=request.bundle_window,
                 cap=self.hourly_cap(request.contact.id),
                 redial=request.redial,
-                live_ttl=self.live_ttl,
+                live_ttl=self.settings.live_call_ttl,
             )
             return new
 

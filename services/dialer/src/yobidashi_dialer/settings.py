@@ -167,6 +167,12 @@ class DialerSettings(ServiceSettings):
             raise ValueError(f"telephony account names must differ: {names}")
         return self
 
+    @property
+    def live_call_ttl(self) -> int:
+        """How long a placed call may hold its live-call slot: the longest it can ring and talk,
+        plus a minute for its final status to arrive."""
+        return self.twilio_ring_timeout + self.twilio_time_limit + 60
+
     def accounts(self) -> list[AccountConfig]:
         """The primary, then each fallback in the order they are tried."""
         primary = AccountConfig(

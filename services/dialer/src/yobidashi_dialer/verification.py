@@ -22,6 +22,7 @@ import hmac
 import secrets
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -141,28 +142,26 @@ def unverified_counts(
     return unverified, sum(1 for who in on_call_now if who is not None and who in unverified)
 
 
+@dataclass(eq=False)
 class Verifier:
-    def __init__(
-        self,
-        settings: DialerSettings,
-        bus: Bus,
-        telephony: Telephony,
-        budget: Budget,
-        callbacks: Callbacks,
-        rules: Callable[[], Rules],
-    ) -> None:
-        self.settings = settings
-        self.bus = bus
-        self.telephony = telephony
-        self.budget = budget
-        self.callbacks = callbacks
-        self.rules = rules
-        self.attempts = KvStore(bus, VERIFICATIONS.name, Attempt)
-        self.contacts = KvStore(bus, VERIFICATIONS.name, ContactState)
+    settings: DialerSettings
+    bus: Bus
+    telephony: Telephony
+    budget: Budget
+    callbacks: Callbacks
+    rules: Callable[[], Rules]
+    attempts: KvStore[Attempt] = field(init=False)
+    contacts: KvStore[ContactState] = field(init=False)
+    stale_after: timedelta = field(init=False)
+    _states: dict[str, ContactState] = field(init=False, default_factory=dict)
+    _refreshing: BackgroundTask = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.attempts = KvStore(self.bus, VERIFICATIONS.name, Attempt)
+        self.contacts = KvStore(self.bus, VERIFICATIONS.name, ContactState)
         self.stale_after = timedelta(
-            seconds=settings.twilio_ring_timeout + settings.twilio_time_limit
+            seconds=self.settings.twilio_ring_timeout + self.settings.twilio_time_limit
         )
-        self._states: dict[str, ContactState] = {}
         self._refreshing = BackgroundTask(self._refresh, "verification-gauges")
 
     # -- who is verified ------------------------------------------------------------------------
