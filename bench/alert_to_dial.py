@@ -11,7 +11,8 @@ Clock points (all ``time.time()`` on this host):
             written just before the dialer asks the CPS budget for a slot;
   create    the simulator journals the create request's arrival (``/sim/creates``).
 
-``sent -> create`` is the figure (target: p99 <= 50 ms while under the CPS budget).
+``sent -> create`` is the figure. Targets: p99 <= 20 ms at 50 alerts/s on one node and <= 40 ms
+on the 3-node cluster (issue 17); p99 <= 50 ms at the other rates under the CPS budget (issue 7).
 ``sent -> marker`` is the pipeline (ingest, bus, escalation decision, dial queue) and
 ``marker -> create`` is the budget wait plus the REST request: under the budget it is a few
 milliseconds; above it, it is the queue wait, reported separately.
@@ -72,6 +73,13 @@ from yobidashi_harness import payloads
 from yobidashi_harness.nats_server import free_port
 from yobidashi_harness.processes import ServiceProcess
 from yobidashi_testing.stack import Bus, Sim, alert_event
+
+
+def target_p99_ms(rate: float, *, cluster: bool) -> float:
+    """The p99 target of a row under the CPS budget (see the module's docstring)."""
+    if rate == 50:
+        return 40 if cluster else 20
+    return 50
 
 
 @dataclass(frozen=True)
@@ -314,7 +322,8 @@ async def main() -> None:
     for r in results:
         label = f"{prefix}alert->dial at {r['rate']:g}/s, CPS {r['cps']}"
         if r["rate"] < r["cps"]:
-            figures.append(Figure(f"{label}: p99", r["total"]["p99_ms"], "ms", 50, "lower",
+            target = target_p99_ms(r["rate"], cluster=args.cluster)
+            figures.append(Figure(f"{label}: p99", r["total"]["p99_ms"], "ms", target, "lower",
                                   f"{r['dialled']}/{r['alerts']} dialled; p50 "
                                   f"{fmt(r['total']['p50_ms'])} ms, max "
                                   f"{fmt(r['total']['max_ms'])} ms"))  # fmt: skip
