@@ -136,6 +136,15 @@ async def connected(zabbix: ZabbixStandIn, mode: str, **kw: Any) -> AsyncIterato
         await api.close()
 
 
+@asynccontextmanager
+async def checked(zabbix: ZabbixStandIn, mode: str, **kw: Any) -> AsyncIterator[HttpZabbixApi]:
+    """`connected`, past the check the acker makes first (the version read and, with a
+    password, a session opened): for the tests that start from a client that works."""
+    async with connected(zabbix, mode, **kw) as api:
+        await api.check()
+        yield api
+
+
 def assert_wire_rules(zabbix: ZabbixStandIn, *, basic_auth: bool) -> None:
     """What every version demands of what went over the wire, and what the client promises."""
     assert zabbix.seen, "nothing was sent"
@@ -171,8 +180,7 @@ def assert_wire_rules(zabbix: ZabbixStandIn, *, basic_auth: bool) -> None:
 @pytest.mark.parametrize("version", VERSIONS)
 async def test_acknowledge_round_trip(frontend: Frontend, version: str, mode: str) -> None:
     zabbix = await frontend(version)
-    async with connected(zabbix, mode) as api:
-        await api.check()
+    async with checked(zabbix, mode) as api:
         assert await api.version() == parse_version(version)
         before = await api.get_event("17")
         assert before is not None
@@ -245,8 +253,7 @@ async def test_the_detected_version_and_auth_are_exported_as_an_info_metric(
 
 async def test_an_expired_session_is_renewed_once_transparently(frontend: Frontend) -> None:
     zabbix = await frontend("7.0.22")
-    async with connected(zabbix, "password") as api:
-        await api.check()
+    async with checked(zabbix, "password") as api:
         zabbix.sessions.clear()  # autologout, or an admin killed the session
         await api.acknowledge("17", 6, "ack via Yobidashi")
     assert len(zabbix.calls("user.login")) == 2
@@ -258,8 +265,7 @@ async def test_concurrent_calls_on_an_expired_session_log_in_again_once(
     frontend: Frontend,
 ) -> None:
     zabbix = await frontend("7.4.2")
-    async with connected(zabbix, "password") as api:
-        await api.check()
+    async with checked(zabbix, "password") as api:
         zabbix.sessions.clear()
         await asyncio.gather(*(api.get_event("17") for _ in range(4)))
     assert len(zabbix.calls("user.login")) == 2, "one login at start, one renewal for all four"
@@ -301,8 +307,7 @@ async def test_a_wrong_password_is_an_auth_error(frontend: Frontend) -> None:
 
 async def test_an_upgrade_under_a_running_acker_is_followed(frontend: Frontend) -> None:
     zabbix = await frontend("6.0.14")
-    async with connected(zabbix, "token") as api:
-        await api.check()
+    async with checked(zabbix, "token") as api:
         zabbix.version = "7.4.2"  # body auth is now refused
         await api.acknowledge("17", 6, "ack via Yobidashi")
         event = await api.get_event("17")
@@ -404,8 +409,7 @@ async def test_a_slow_answer_is_a_timeout(frontend: Frontend) -> None:
 
 async def test_calls_run_concurrently_up_to_the_connection_limit(frontend: Frontend) -> None:
     zabbix = await frontend("7.4.2")
-    async with connected(zabbix, "token", max_connections=2) as api:
-        await api.check()
+    async with checked(zabbix, "token", max_connections=2) as api:
         zabbix.faults.gate = asyncio.Event()  # every event.acknowledge waits for it
         writes = [
             asyncio.create_task(api.acknowledge("17", 4, f"note {n} via Yobidashi"))

@@ -44,6 +44,7 @@ from yobidashi_zabbix_standin import (
     DROP,
     LOST_ANSWER,
     NOT_AUTHORIZED,
+    Fault,
     ZabbixStandIn,
     http_error,
     serve,
@@ -56,12 +57,14 @@ TOKEN = "t" * 64
 PRESSED = datetime(2026, 11, 24, 18, 12, 30, tzinfo=UTC)
 
 
-def standin() -> ZabbixStandIn:
-    """Zabbix 6.0.14 with problems 1-49 and a recovery event 90; the acker's token."""
+def standin(*write_faults: Fault) -> ZabbixStandIn:
+    """Zabbix 6.0.14 with problems 1-49 and a recovery event 90; the acker's token. Its first
+    writes (``event.acknowledge``) fail with ``write_faults``, in order; reads answer as usual."""
     zabbix = ZabbixStandIn("6.0.14", tokens={TOKEN: USER})
     for eventid in range(1, 50):
         zabbix.add_event(str(eventid))
     zabbix.add_event("90", value="0")
+    zabbix.faults.script(*write_faults, method="event.acknowledge")
     return zabbix
 
 
@@ -354,8 +357,7 @@ async def test_refused_credentials_keep_the_ack_waiting_and_flip_readiness(
 async def test_a_write_zabbix_took_but_never_answered_is_found_not_repeated(
     running: Callable[..., Any],
 ) -> None:
-    zabbix = standin()
-    zabbix.faults.script(LOST_ANSWER, method="event.acknowledge")
+    zabbix = standin(LOST_ANSWER)
     async with running(zabbix) as h:
         kp = keypress("8")
         await h.publish(kp)
@@ -372,8 +374,7 @@ async def test_a_write_in_doubt_that_did_not_land_is_retried_once_its_claim_is_s
     running: Callable[..., Any],
 ) -> None:
     """A timed-out write might still land, so nobody writes until its claim is stale."""
-    zabbix = standin()
-    zabbix.faults.script(DROP, method="event.acknowledge")  # not applied, no answer either
+    zabbix = standin(DROP)  # the write is not applied, and no answer comes either
     before = sample("yobidashi_acker_retries_total", reason="busy")
     async with running(zabbix, zabbix_timeout="0.2s", acker_claim_stale="1s") as h:
         await h.publish(keypress("20"))
@@ -476,9 +477,8 @@ async def test_close_where_not_allowed_acknowledges_and_says_so(
 async def test_a_close_zabbix_refuses_falls_back_to_acknowledge(
     running: Callable[..., Any],
 ) -> None:
-    zabbix = standin()
     # The trigger allowed closing when the acker read it; by the write it no longer does.
-    zabbix.faults.script(CANNOT_CLOSE, method="event.acknowledge")
+    zabbix = standin(CANNOT_CLOSE)
     async with running(zabbix) as h:
         await h.publish(keypress("12", action=KeyAction.CLOSE))
         [result] = await h.wait_results(1)

@@ -16,13 +16,12 @@ import pytest
 from yobidashi_dialer.oncall import ConfigError, load_text
 from yobidashi_dialer.oncall.schedule import next_change, who_is_on_call
 from yobidashi_dialer.views import oncall_view
+from yobidashi_testing.people import CONTACTS_YAML
 
 TOKYO = ZoneInfo("Asia/Tokyo")
-CONFIG = """\
-contacts:
-  - {id: tanaka, name: 田中, phones: ["+819011110001"]}
-  - {id: sato, name: 佐藤, phones: ["+819011110002"]}
-  - {id: suzuki, name: 鈴木, phones: ["+819011110003"]}
+CONFIG = (
+    CONTACTS_YAML
+    + """\
 schedules:
   - id: primary
     timezone: Asia/Tokyo
@@ -37,6 +36,7 @@ schedules:
         extra_holidays: [2027-12-29, 2027-12-30]
         on_holidays: only
 """
+)
 SCHEDULE = load_text(CONFIG).schedules[0]
 
 

@@ -11,7 +11,7 @@ import pytest
 from yobidashi_common.events import AlertEvent, AlertStatus, Severity, Tag
 from yobidashi_common.phone import E164
 from yobidashi_dialer.oncall import ConfigError, load_text, on_call, route_for
-from yobidashi_dialer.oncall.config import OnCallConfig
+from yobidashi_dialer.oncall.config import OnCallConfig, Schedule
 from yobidashi_dialer.oncall.schedule import next_change
 
 NY = ZoneInfo("America/New_York")
@@ -157,19 +157,31 @@ def test_an_empty_file_is_an_empty_config() -> None:
 # -- schedules ------------------------------------------------------------------------------------
 
 
-def weekly_ny(handoff: str = "2026-10-26T09:00") -> OnCallConfig:
-    return config(
-        f"""\
-contacts:
-  - {{id: a, name: A, phones: ["+12025550143"], region: US}}
-  - {{id: b, name: B, phones: ["+14155552671"], region: US}}
-schedules:
-  - id: ny
-    timezone: America/New_York
-    layers:
-      - rotation: {{type: weekly, start: {handoff}, members: [a, b]}}
+# Two people in the US, a and b: the schedules below rotate between them.
+US_PAIR = """\
+- {id: a, name: A, phones: ["+12025550143"], region: US}
+- {id: b, name: B, phones: ["+14155552671"], region: US}
 """
+
+
+def one_schedule(contacts: str, timezone: str, layers: str) -> Schedule:
+    """The only schedule of a config of ``contacts``: one in ``timezone`` made of ``layers``.
+    Both are YAML list items written from the left margin, so a test shows only what it
+    checks (the layers) and not the config's frame."""
+    text = (
+        "contacts:\n"
+        + textwrap.indent(contacts, "  ")
+        + f"schedules:\n  - id: s\n    timezone: {timezone}\n    layers:\n"
+        + textwrap.indent(layers, "      ")
     )
+    schedule = config(text).schedule("s")
+    assert schedule is not None
+    return schedule
+
+
+def weekly_ny(handoff: str = "2026-10-26T09:00") -> Schedule:
+    rotation = f"- rotation: {{type: weekly, start: {handoff}, members: [a, b]}}\n"
+    return one_schedule(US_PAIR, "America/New_York", rotation)
 
 
 def at_ny(text: str) -> datetime:
@@ -181,8 +193,7 @@ def tokyo(text: str) -> datetime:
 
 
 def test_weekly_rotation_hands_off_at_local_time_across_the_dst_change() -> None:
-    schedule = weekly_ny().schedule("ny")
-    assert schedule is not None
+    schedule = weekly_ny()
     # DST ends in New York on Sunday 2026-11-01 (02:00 EDT -> 01:00 EST).
     assert on_call(schedule, at_ny("2026-10-26T09:00")) == "a"
     assert on_call(schedule, at_ny("2026-11-02T08:59")) == "a"
@@ -193,52 +204,38 @@ def test_weekly_rotation_hands_off_at_local_time_across_the_dst_change() -> None
     assert on_call(schedule, datetime(2026, 11, 2, 14, 0, tzinfo=UTC)) == "b"
 
 
-def test_daily_rotation_across_spring_forward() -> None:
-    c = config(
-        """\
-contacts:
-  - {id: a, name: A, phones: ["+12025550143"], region: US}
-  - {id: b, name: B, phones: ["+14155552671"], region: US}
-schedules:
-  - id: s
-    timezone: America/New_York
-    layers:
-      - rotation: {type: daily, start: 2026-03-06T09:00, members: [a, b]}
-"""
-    )
-    schedule = c.schedule("s")
-    assert schedule is not None
-    # DST starts Sunday 2026-03-08 at 02:00 (-> 03:00 EDT): a 23-hour day.
-    assert on_call(schedule, at_ny("2026-03-07T09:00")) == "b"
-    assert on_call(schedule, at_ny("2026-03-08T08:59")) == "b"
-    assert on_call(schedule, at_ny("2026-03-08T09:00")) == "a"
-    assert on_call(schedule, at_ny("2026-03-09T09:00")) == "b"
-
-
-def test_custom_rotation_is_an_exact_duration() -> None:
-    c = config(
-        """\
-contacts:
-  - {id: a, name: A, phones: ["090-1111-2222"]}
-  - {id: b, name: B, phones: ["090-1111-3333"]}
-schedules:
-  - id: s
-    timezone: America/New_York
-    layers:
-      - rotation: {type: custom, length: 12h, start: 2026-10-31T20:00, members: [a, b]}
-"""
-    )
-    schedule = c.schedule("s")
-    assert schedule is not None
-    assert on_call(schedule, at_ny("2026-10-31T20:00")) == "a"
-    # 12 hours after 20:00 EDT is 07:00 EST on the day DST ends (a 25-hour day).
-    assert on_call(schedule, at_ny("2026-11-01T06:59")) == "a"
-    assert on_call(schedule, at_ny("2026-11-01T07:00")) == "b"
+@pytest.mark.parametrize(
+    ("rotation", "on_call_at"),
+    [
+        pytest.param(
+            "{type: daily, start: 2026-03-06T09:00, members: [a, b]}",
+            # DST starts Sunday 2026-03-08 at 02:00 (-> 03:00 EDT): a 23-hour day.
+            [
+                ("2026-03-07T09:00", "b"),
+                ("2026-03-08T08:59", "b"),
+                ("2026-03-08T09:00", "a"),
+                ("2026-03-09T09:00", "b"),
+            ],
+            id="daily-across-spring-forward",
+        ),
+        pytest.param(
+            "{type: custom, length: 12h, start: 2026-10-31T20:00, members: [a, b]}",
+            # 12 hours after 20:00 EDT is 07:00 EST on the day DST ends (a 25-hour day).
+            [("2026-10-31T20:00", "a"), ("2026-11-01T06:59", "a"), ("2026-11-01T07:00", "b")],
+            id="custom-is-an-exact-duration",
+        ),
+    ],
+)
+def test_rotation_in_new_york_across_a_dst_change(
+    rotation: str, on_call_at: list[tuple[str, str]]
+) -> None:
+    schedule = one_schedule(US_PAIR, "America/New_York", f"- rotation: {rotation}\n")
+    for local_time, expected in on_call_at:
+        assert on_call(schedule, at_ny(local_time)) == expected, local_time
 
 
 def test_before_the_first_hand_off_nobody_is_on_call() -> None:
-    schedule = weekly_ny().schedule("ny")
-    assert schedule is not None
+    schedule = weekly_ny()
     assert on_call(schedule, at_ny("2026-10-26T08:59")) is None
 
 
@@ -266,22 +263,18 @@ def test_override_without_replaces_covers_whoever_is_on_call_across_the_hand_off
 
 
 def test_later_layers_win_where_they_apply() -> None:
-    c = config(
+    schedule = one_schedule(
         """\
-contacts:
-  - {id: day, name: D, phones: ["090-1111-2222"]}
-  - {id: night, name: N, phones: ["090-1111-3333"]}
-schedules:
-  - id: s
-    timezone: Asia/Tokyo
-    layers:
-      - rotation: {type: weekly, start: 2026-11-02T09:00, members: [day]}
-      - rotation: {type: weekly, start: 2026-11-02T09:00, members: [night]}
-        restrict: [{days: [mon, tue, wed, thu, fri], start: "18:00", end: "09:00"}]
-"""
+- {id: day, name: D, phones: ["090-1111-2222"]}
+- {id: night, name: N, phones: ["090-1111-3333"]}
+""",
+        "Asia/Tokyo",
+        """\
+- rotation: {type: weekly, start: 2026-11-02T09:00, members: [day]}
+- rotation: {type: weekly, start: 2026-11-02T09:00, members: [night]}
+  restrict: [{days: [mon, tue, wed, thu, fri], start: "18:00", end: "09:00"}]
+""",
     )
-    schedule = c.schedule("s")
-    assert schedule is not None
     assert on_call(schedule, tokyo("2026-11-04T12:00")) == "day"  # Wednesday noon
     assert on_call(schedule, tokyo("2026-11-04T23:00")) == "night"
     assert on_call(schedule, tokyo("2026-11-05T08:59")) == "night"  # Thursday morning
@@ -290,8 +283,7 @@ schedules:
 
 
 def test_next_change_finds_the_hand_off() -> None:
-    schedule = weekly_ny().schedule("ny")
-    assert schedule is not None
+    schedule = weekly_ny()
     assert next_change(schedule, at_ny("2026-11-01T12:00")) == at_ny("2026-11-02T09:00")
 
 

@@ -17,12 +17,11 @@ from yobidashi_dialer.oncall.overrides import (
 )
 from yobidashi_dialer.oncall.schedule import who_is_on_call
 from yobidashi_dialer.views import oncall_view
+from yobidashi_testing.people import CONTACTS_YAML
 
-CONFIG = load_text("""\
-contacts:
-  - {id: tanaka, name: 田中, phones: ["+819044440001"]}
-  - {id: sato, name: 佐藤, phones: ["+819044440002"]}
-  - {id: suzuki, name: 鈴木, phones: ["+819044440003"]}
+CONFIG = load_text(
+    CONTACTS_YAML
+    + """\
   - {id: hotline, name: 窓口, phones: ["0120-444-444"]}
 schedules:
   - id: primary
@@ -33,7 +32,8 @@ schedules:
     timezone: America/New_York
     layers:
       - rotation: {type: weekly, start: 2026-01-05T09:00, members: [suzuki]}
-""")
+"""
+)
 
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 

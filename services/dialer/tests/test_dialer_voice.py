@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
@@ -12,18 +12,14 @@ from yobidashi_dialer.voice import (
     PHRASES,
     Announcement,
     Keys,
-    Language,
     Voices,
     after_key,
-    call_twiml,
     menu_twiml,
     spoken_alert,
     voicemail_twiml,
 )
 from yobidashi_dialer.voice.twiml import TWIML_LIMIT, speakable
-
-NOW = datetime(2026, 11, 24, 3, 12, tzinfo=UTC)
-VOICES = Voices()
+from yobidashi_testing.voice import NOW, VOICES, call
 
 
 def ann(
@@ -34,19 +30,6 @@ def ann(
 
 def doc(xml: str) -> ET.Element:
     return ET.fromstring(xml)
-
-
-def call(problems: list[Announcement], language: Language, gather_url: str = "u") -> str:
-    """The document a call starts with, as the dialer builds it with the default keys."""
-    return call_twiml(
-        problems,
-        phrases=PHRASES[language],
-        voices=VOICES,
-        gather_url=gather_url,
-        gather_timeout=6,
-        now=NOW,
-        keys=Keys(),
-    )
 
 
 def test_japanese_call_reads_severity_host_problem_and_age_then_the_menu() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -20,9 +20,7 @@ from yobidashi_dialer.voice import (
     Announcement,
     Keys,
     Language,
-    Voices,
     after_key,
-    call_twiml,
     menu_twiml,
     spoken_alert,
     voicemail_twiml,
@@ -36,9 +34,8 @@ from yobidashi_dialer.voice.twiml import (
     TWIML_LIMIT,
     speakable,
 )
+from yobidashi_testing.voice import NOW, VOICES, call
 
-NOW = datetime(2026, 11, 24, 3, 12, tzinfo=UTC)
-VOICES = Voices()
 KEYS = Keys()
 GATHER_URL = "https://y.example/twilio/voice/gather?call=c1&round=1"
 
@@ -154,26 +151,13 @@ def clean(text: str) -> bool:
 # -- properties ---------------------------------------------------------------------------------
 
 
-def call(problems: list[Announcement], language: Language, gather_url: str = GATHER_URL) -> str:
-    """The document a call starts with, as the dialer builds it with the default keys."""
-    return call_twiml(
-        problems,
-        phrases=PHRASES[language],
-        voices=VOICES,
-        gather_url=gather_url,
-        gather_timeout=6,
-        now=NOW,
-        keys=Keys(),
-    )
-
-
 @settings(max_examples=200, deadline=None)
 @given(st.lists(announcements, min_size=1, max_size=6), languages)
 @example([Announcement(Severity.HIGH, "db\x0001", "disk\ud800 <full> & ]]>", NOW)], "ja")
 def test_the_call_document_is_valid_twiml_within_limits(
     problems: list[Announcement], language: Language
 ) -> None:
-    xml = call(problems, language)
+    xml = call(problems, language, GATHER_URL)
     assert len(xml) <= TWIML_LIMIT, "inline TwiML is limited to 4000 characters"
     root = parse(xml)
     [gather] = root.findall("Gather")
@@ -192,7 +176,8 @@ def test_the_call_document_is_valid_twiml_within_limits(
 )
 def test_ordinary_text_is_read_as_it_is(title: str, host: str, language: Language) -> None:
     """The flip side: sanitising must not eat what a real trigger name says."""
-    xml = call([Announcement(Severity.AVERAGE, host, title, NOW - timedelta(minutes=3))], language)
+    problem = Announcement(Severity.AVERAGE, host, title, NOW - timedelta(minutes=3))
+    xml = call([problem], language, GATHER_URL)
     alert = says(parse(xml), language)[0]
     assert host in alert
     if clean(title) and "\ufeff" not in title:
