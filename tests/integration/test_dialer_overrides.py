@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
+from yobidashi_testing import oncall_yaml
 from yobidashi_testing.commands import run_cli
 from yobidashi_testing.dialer_stack import dialer_stack, write_oncall
 from yobidashi_testing.stack import (
@@ -29,29 +30,19 @@ pytestmark = pytest.mark.integration
 TOKEN = "override-admin-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 PHONES = {"boss": "+819044440009", "tanaka": "+819044440001", "sato": "+819044440002"}
-CONFIG = """\
-contacts:
-  - {id: boss, name: 部長, phones: ["+819044440009"]}
-  - {id: tanaka, name: 田中, phones: ["+819044440001"]}
-  - {id: sato, name: 佐藤, phones: ["+819044440002"]}
-schedules:
-  - id: primary
-    name: Primary
-    timezone: Asia/Tokyo
-    layers:
-      - rotation: {type: weekly, start: 2026-01-05T09:00, members: [tanaka]}
-policies:
-  - id: p
-    attempts: 1
-    steps:
-      - targets: [{contact: boss}]
-        wait: 10m
-      - targets: [{schedule: primary}]
-        wait: 10m
-routes:
-  - id: all
-    policy: p
-"""
+CONFIG = (
+    oncall_yaml.contacts(
+        oncall_yaml.contact("boss", "部長", PHONES["boss"]),
+        oncall_yaml.TANAKA_CONTACT,
+        oncall_yaml.SATO_CONTACT,
+    )
+    + oncall_yaml.one_schedule(
+        "primary", oncall_yaml.weekly_layer("tanaka"), name="Primary", timezone="Asia/Tokyo"
+    )
+    + oncall_yaml.one_policy_for_every_alert(
+        oncall_yaml.step("contact: boss"), oncall_yaml.step("schedule: primary"), attempts=1
+    )
+)
 
 
 def tokyo(delta: timedelta) -> str:

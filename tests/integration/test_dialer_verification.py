@@ -18,6 +18,7 @@ import pytest
 
 from yobidashi_dialer import metrics
 from yobidashi_harness.nats_server import free_port
+from yobidashi_testing import oncall_yaml
 from yobidashi_testing.commands import run_cli
 from yobidashi_testing.dialer_stack import write_oncall
 from yobidashi_testing.people import SATO, TANAKA
@@ -35,15 +36,9 @@ pytestmark = pytest.mark.integration
 TOKEN = "verify-admin-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 ZABBIX_ONLY = "+819055550007"
-CONFIG = """\
-contacts:
-  - {id: tanaka, name: 田中, phones: ["+819044440001"]}
-  - {id: sato, name: Sato, phones: ["+819044440002"], language: en}
-schedules:
-  - id: primary
-    layers:
-      - rotation: {type: weekly, start: 2026-01-05T09:00, members: [tanaka]}
-"""
+CONFIG = oncall_yaml.contacts(
+    oncall_yaml.TANAKA_CONTACT, oncall_yaml.contact("sato", "Sato", SATO, language="en")
+) + oncall_yaml.one_schedule("primary", oncall_yaml.weekly_layer("tanaka"))
 
 
 async def heard_code(sim: Sim, number: str) -> tuple[str, dict[str, Any]]:
