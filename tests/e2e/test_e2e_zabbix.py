@@ -8,6 +8,8 @@ test's own JSON-RPC client, never the product's.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,17 +22,13 @@ from yobidashi_harness import zabbix_scenario as zs
 from yobidashi_harness.waiting import wait_until
 from yobidashi_harness.zabbix_dev import DevInstance, start_frontend, stop_frontend
 from yobidashi_testing.e2e import E2E, e2e_stack
+from yobidashi_testing.people import ANSWERS_AND_PRESSES_1
 from yobidashi_testing.stack import Bus, eventually
 from yobidashi_testing.zabbix_fixtures import every_zabbix_version
 
 pytestmark = [pytest.mark.e2e, pytest.mark.zabbix, pytest.mark.integration]
 
 ONCALL = "+819011110001"
-PRESS_1: dict[str, Any] = {
-    "answer": "human",
-    "answer_after": 2,
-    "digits": [{"after": 0.5, "keys": "1"}],
-}
 # Rings for longer than a problem takes to recover (ring timeout 200 s x time scale 0.05 = 10 s).
 KEEPS_RINGING: dict[str, Any] = {"answer": "human", "answer_after": 190}
 LONG_RING = {"TWILIO_RING_TIMEOUT": "200"}
@@ -54,7 +52,7 @@ async def test_pressing_1_acknowledges_the_event_in_zabbix(
     zabbix_dev: DevInstance, tmp_path: Path
 ) -> None:
     async with e2e_stack(zabbix_dev, tmp_path, prefix="e2e-ack", phones=[ONCALL]) as e2e:
-        await e2e.sim.scenario(ONCALL, PRESS_1)
+        await e2e.sim.scenario(ONCALL, ANSWERS_AND_PRESSES_1)
         eventid = await asyncio.to_thread(e2e.fire)
         [call] = await e2e.sim.wait_calls(ONCALL, 1, "Zabbix's webhook to ring the on-call phone")
         journal = await e2e.sim.wait_status(call["sid"], "completed")
@@ -117,23 +115,27 @@ async def test_pressing_1_acknowledges_the_event_in_zabbix(
         assert info in acker_metrics
 
 
-async def a_ringing_problem(e2e: E2E) -> tuple[str, dict[str, Any]]:
-    """A fresh problem whose call rings and rings: its event id and the call."""
-    await e2e.sim.scenario(ONCALL, KEEPS_RINGING)
-    eventid = await asyncio.to_thread(e2e.fire)
-    [call] = await e2e.sim.wait_calls(ONCALL, 1)
-    await e2e.sim.wait_status(call["sid"], "ringing")
-    return eventid, call
+@asynccontextmanager
+async def a_ringing_problem(
+    zabbix_dev: DevInstance, tmp_path: Path, prefix: str
+) -> AsyncIterator[tuple[E2E, str, dict[str, Any]]]:
+    """The stack, with rings longer than a problem takes to recover, and a fresh problem whose
+    call rings and rings: the stack, the problem's event id and the call."""
+    async with e2e_stack(
+        zabbix_dev, tmp_path, prefix=prefix, phones=[ONCALL], dialer_env=LONG_RING
+    ) as e2e:
+        await e2e.sim.scenario(ONCALL, KEEPS_RINGING)
+        eventid = await asyncio.to_thread(e2e.fire)
+        [call] = await e2e.sim.wait_calls(ONCALL, 1)
+        await e2e.sim.wait_status(call["sid"], "ringing")
+        yield e2e, eventid, call
 
 
 @every_zabbix_version
 async def test_recovery_before_anyone_answers_cancels_the_call(
     zabbix_dev: DevInstance, tmp_path: Path
 ) -> None:
-    async with e2e_stack(
-        zabbix_dev, tmp_path, prefix="e2e-recover", phones=[ONCALL], dialer_env=LONG_RING
-    ) as e2e:
-        eventid, call = await a_ringing_problem(e2e)
+    async with a_ringing_problem(zabbix_dev, tmp_path, "e2e-recover") as (e2e, eventid, call):
         e2e.send(0)
         journal = await e2e.sim.wait_status(call["sid"], "canceled", "completed")
         assert journal["answered_by"] is None
@@ -147,10 +149,7 @@ async def test_recovery_before_anyone_answers_cancels_the_call(
 async def test_ack_in_the_zabbix_ui_while_ringing_stops_the_calling(
     zabbix_dev: DevInstance, tmp_path: Path
 ) -> None:
-    async with e2e_stack(
-        zabbix_dev, tmp_path, prefix="e2e-uiack", phones=[ONCALL], dialer_env=LONG_RING
-    ) as e2e:
-        eventid, call = await a_ringing_problem(e2e)
+    async with a_ringing_problem(zabbix_dev, tmp_path, "e2e-uiack") as (e2e, eventid, call):
         # Admin acknowledges in the UI (through the API, as the frontend does).
         await asyncio.to_thread(zs.acknowledge, e2e.rpc, eventid, "見ています")
         journal = await e2e.sim.wait_status(call["sid"], "canceled", "completed")
@@ -177,7 +176,7 @@ async def test_zabbix_api_down_when_1_is_pressed_the_ack_lands_once_it_is_back(
     async with e2e_stack(
         zabbix_dev, tmp_path, prefix="e2e-apidown", phones=[ONCALL], acker_env=in_doubt
     ) as e2e:
-        await e2e.sim.scenario(ONCALL, PRESS_1)
+        await e2e.sim.scenario(ONCALL, ANSWERS_AND_PRESSES_1)
         eventid = await asyncio.to_thread(e2e.fire)  # the API is needed to find the event
         await asyncio.to_thread(stop_frontend, zabbix_dev.config)
         try:

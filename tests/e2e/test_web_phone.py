@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 import pytest
+from playwright.sync_api import Page
 
 from yobidashi_harness.nats_server import free_port
 from yobidashi_harness.zabbix_api import ZabbixRpc
@@ -115,6 +116,21 @@ def post(url: str, body: dict[str, Any]) -> Any:
         raise AssertionError(f"POST {url}: {exc.code} {exc.read().decode()}") from None
 
 
+def press_1_once_the_alert_is_read(page: Page, phone: str) -> str:
+    """Once ``phone`` (its selector) is talking and has read out the alert about web01, press 1
+    on its keypad; wait until the incident is acknowledged and the acker has written that to the
+    (stand-in) Zabbix API, with who and how. The incident's text."""
+    page.wait_for_selector(f'{phone}[data-state="talking"]', timeout=30_000)
+    page.wait_for_function(
+        f"document.querySelector('{phone} .spoken').textContent.includes('web01')",
+        timeout=30_000,
+    )
+    page.click(f'{phone} .keypad button[data-key="1"]')
+    page.wait_for_selector(".incident .status.acknowledged", timeout=30_000)
+    page.wait_for_selector(".incident .zabbix", timeout=60_000)
+    return page.inner_text(".incident")
+
+
 def wait_for(probe: Callable[[], T | None], what: str, limit: float = 90) -> T:
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
@@ -142,16 +158,7 @@ def test_send_a_test_alert_see_the_phone_ring_press_1_see_acknowledged(
         number = ringing.get_attribute("data-number")
         phone = f'.phone[data-number="{number}"]'
         # The simulator's callee picks up after a few seconds; the keypad opens then.
-        page.wait_for_selector(f'{phone}[data-state="talking"]', timeout=30_000)
-        page.wait_for_function(
-            f"document.querySelector('{phone} .spoken').textContent.includes('web01')",
-            timeout=30_000,
-        )
-        page.click(f'{phone} .keypad button[data-key="1"]')
-        page.wait_for_selector(".incident .status.acknowledged", timeout=30_000)
-        # The acker wrote it to the (stand-in) Zabbix API, with who and how.
-        page.wait_for_selector(".incident .zabbix", timeout=60_000)
-        incident = page.inner_text(".incident")
+        incident = press_1_once_the_alert_is_read(page, phone)
         assert "acknowledged by" in incident
         assert "via phone" in incident
         page.wait_for_selector(f'{phone}[data-state="ended"]', timeout=30_000)
@@ -298,15 +305,7 @@ def test_a_missed_call_then_call_yobidashi_back_press_1_acknowledges(devstack: D
         ).close()
         phone = f'.phone[data-number="{number}"]'
         page.click(f"{phone} button.call-back")
-        page.wait_for_selector(f'{phone}[data-state="talking"]', timeout=30_000)
-        page.wait_for_function(
-            f"document.querySelector('{phone} .spoken').textContent.includes('web01')",
-            timeout=30_000,
-        )
-        page.click(f'{phone} .keypad button[data-key="1"]')
-        page.wait_for_selector(".incident .status.acknowledged", timeout=30_000)
-        page.wait_for_selector(".incident .zabbix", timeout=60_000)
-        incident = page.inner_text(".incident")
+        incident = press_1_once_the_alert_is_read(page, phone)
         assert "via phone" in incident
     [ack] = get(f"{console}/api/state")["zabbix_acks"]
     assert "via Yobidashi" in ack["message"]

@@ -38,6 +38,7 @@ from yobidashi_harness.zabbix_dev import DevInstance
 from yobidashi_testing import dashboard_preview
 from yobidashi_testing.dashboard_preview import Series, panels
 from yobidashi_testing.e2e import E2E, INGEST_TOKEN, e2e_stack
+from yobidashi_testing.people import ANSWERS_AND_PRESSES_1
 from yobidashi_testing.stack import Bus
 
 pytestmark = [pytest.mark.integration, pytest.mark.zabbix, pytest.mark.e2e]
@@ -63,11 +64,6 @@ NOBODY = "+819060000007"  # a one-step policy whose only call fails: the policy 
 TWILIO_ERRORS = "+819060000008"  # answers, after Twilio refused the first creates
 CANARY = "+819060000009"
 
-PRESS_1: dict[str, Any] = {
-    "answer": "human",
-    "answer_after": 2,
-    "digits": [{"after": 0.5, "keys": "1"}],
-}
 HUMAN: dict[str, Any] = {"answer": "human", "answer_after": 1}
 ATTEMPTS = 3  # DIAL_MAX_ATTEMPTS: no-answer and busy are redialled this often
 
@@ -382,7 +378,7 @@ class Scenario:
 
     async def run(self) -> None:
         sim = self.e2e.sim
-        await sim.scenario(ONCALL, PRESS_1)
+        await sim.scenario(ONCALL, ANSWERS_AND_PRESSES_1)
         await sim.scenario(NO_ANSWER, {"answer": "no-answer"})
         await sim.scenario(BUSY, {"answer": "busy"})
         await sim.scenario(MACHINE, {"answer": "machine", "answer_after": 1, "amd_after": 2})

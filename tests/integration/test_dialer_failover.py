@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any, cast
 
@@ -50,6 +52,34 @@ FAST_BREAKER = {
     "TWILIO_BREAKER_WINDOW": "60",
     "TWILIO_BREAKER_COOLDOWN": "1",
 }
+
+
+@asynccontextmanager
+async def primary_and_fallback(
+    nats_url: str,
+    env: Mapping[str, str] | None = None,
+    *,
+    fallback_configured: bool = True,
+    **overrides: str,
+) -> AsyncIterator[tuple[Sim, Sim, RunningDialer, Bus]]:
+    """Two simulated Twilio accounts, the dialer on the first with the second as its fallback,
+    and a bus client. With ``fallback_configured`` false the dialer knows only the first; the
+    second simulator still runs, so a test can show that nothing reached it."""
+    async with (
+        simulator() as primary,
+        fallback_simulator() as fallback,
+        dialer_in_process(
+            nats_url,
+            primary,
+            {
+                **(env or {}),
+                **(fallback_env(fallback) if fallback_configured else {}),
+                **overrides,
+            },
+        ) as d,
+        Bus(nats_url) as bus,
+    ):
+        yield primary, fallback, d, bus
 
 
 def number(n: int) -> str:
@@ -225,20 +255,14 @@ async def test_calls_accepted_but_never_placed_open_the_breaker_and_the_fallback
     is evidence against the account; once the breaker opens, a new problem rings through the
     fallback and not into the same hole."""
     silent_before = silent_failures("primary")
-    async with (
-        simulator() as primary,
-        fallback_simulator() as fallback,
-        dialer_in_process(
-            nats_url,
-            primary,
-            # A long cooldown: no half-open probe (whose create would be accepted) closes the
-            # breaker before the last problem is placed.
-            {**FAST_BREAKER, "TWILIO_BREAKER_COOLDOWN": "600", **fallback_env(fallback)},
-            TWILIO_RING_TIMEOUT="5",
-            DIAL_WATCHDOG_GRACE="1",
-        ) as d,
-        Bus(nats_url) as bus,
-    ):
+    async with primary_and_fallback(
+        nats_url,
+        # A long cooldown: no half-open probe (whose create would be accepted) closes the
+        # breaker before the last problem is placed.
+        {**FAST_BREAKER, "TWILIO_BREAKER_COOLDOWN": "600"},
+        TWILIO_RING_TIMEOUT="5",
+        DIAL_WATCHDOG_GRACE="1",
+    ) as (primary, fallback, d, bus):
         await primary.settings(dialling_held=True)
         held = [number(60), number(61)]
         for i, to in enumerate(held):
@@ -274,10 +298,7 @@ def silent_failures(account: str) -> float:
 
 async def test_a_callback_signed_with_the_other_accounts_token_is_refused(nats_url: str) -> None:
     async with (
-        simulator() as primary,
-        fallback_simulator() as fallback,
-        dialer_in_process(nats_url, primary, fallback_env(fallback)) as d,
-        Bus(nats_url) as bus,
+        primary_and_fallback(nats_url) as (primary, fallback, d, bus),
         httpx.AsyncClient(base_url=d.url) as http,
     ):
         to = number(90)
@@ -445,17 +466,11 @@ async def test_a_create_answered_too_late_is_looked_up_not_made_again(
     """The create is carried out at Twilio, whose answer comes after the dialer stopped
     waiting. Created again, on the same account or through the fallback, the phone would ring
     twice: the dialer looks the call up instead, and goes on with the call it finds."""
-    async with (
-        simulator() as primary,
-        fallback_simulator() as fallback,
-        dialer_in_process(
-            nats_url,
-            primary,
-            fallback_env(fallback) if accounts == "with a fallback" else {},
-            TWILIO_REQUEST_TIMEOUT="1",
-        ) as d,
-        Bus(nats_url) as bus,
-    ):
+    async with primary_and_fallback(
+        nats_url,
+        fallback_configured=accounts == "with a fallback",
+        TWILIO_REQUEST_TIMEOUT="1",
+    ) as (primary, fallback, d, bus):
         to = number(70)
         for sim in (primary, fallback):
             await sim.scenario(to, PRESS_1)

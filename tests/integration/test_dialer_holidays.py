@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
+from yobidashi_testing import oncall_yaml
 from yobidashi_testing.dialer_stack import dialer_stack, write_oncall
 from yobidashi_testing.stack import alert_event
 
@@ -20,15 +21,7 @@ PHONES = {"tanaka": "+819055550001", "suzuki": "+819055550003"}
 def config(holidays: list[str]) -> str:
     """Weekday duty never on holidays, holiday duty only on them; ``holidays`` are the YAML's
     own extra days, so the test does not depend on what the real calendar says today."""
-    return f"""\
-contacts:
-  - {{id: tanaka, name: 田中, phones: ["{PHONES["tanaka"]}"]}}
-  - {{id: suzuki, name: 鈴木, phones: ["{PHONES["suzuki"]}"]}}
-schedules:
-  - id: primary
-    name: Primary
-    timezone: Asia/Tokyo
-    layers:
+    layers = f"""\
       - name: 平日当番
         rotation: {{type: weekly, start: 2026-01-05T09:00, members: [tanaka]}}
         holidays: JP
@@ -38,16 +31,15 @@ schedules:
         holidays: JP
         extra_holidays: [{", ".join(holidays)}]
         on_holidays: only
-policies:
-  - id: p
-    attempts: 1
-    steps:
-      - targets: [{{schedule: primary}}]
-        wait: 10m
-routes:
-  - id: all
-    policy: p
 """
+    return (
+        oncall_yaml.contacts(
+            oncall_yaml.contact("tanaka", "田中", PHONES["tanaka"]),
+            oncall_yaml.contact("suzuki", "鈴木", PHONES["suzuki"]),
+        )
+        + oncall_yaml.one_schedule("primary", layers, name="Primary", timezone="Asia/Tokyo")
+        + oncall_yaml.one_policy_for_every_alert(oncall_yaml.step("schedule: primary"), attempts=1)
+    )
 
 
 async def test_on_a_holiday_the_holiday_layer_is_rung_and_named_as_the_reason(

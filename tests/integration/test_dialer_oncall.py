@@ -13,6 +13,7 @@ import pytest
 from yobidashi_dialer import metrics
 from yobidashi_harness.nats_server import NatsServer
 from yobidashi_harness.processes import ServiceProcess
+from yobidashi_testing import oncall_yaml
 from yobidashi_testing.commands import ingest_process, run_cli
 from yobidashi_testing.dialer_stack import dialer_stack, write_oncall
 from yobidashi_testing.people import TANAKA
@@ -22,25 +23,13 @@ pytestmark = pytest.mark.integration
 
 
 def config(on_call: str) -> str:
-    return f"""\
-contacts:
-  - {{id: tanaka, name: 田中, phones: ["+819044440001"]}}
-  - {{id: sato, name: 佐藤, phones: ["+819044440002"]}}
-schedules:
-  - id: primary
-    name: Primary
-    timezone: Asia/Tokyo
-    layers:
-      - rotation: {{type: weekly, start: 2026-01-05T09:00, members: [{on_call}]}}
-policies:
-  - id: p
-    steps:
-      - targets: [{{schedule: primary}}]
-        wait: 10m
-routes:
-  - id: all
-    policy: p
-"""
+    return (
+        oncall_yaml.contacts(oncall_yaml.TANAKA_CONTACT, oncall_yaml.SATO_CONTACT)
+        + oncall_yaml.one_schedule(
+            "primary", oncall_yaml.weekly_layer(on_call), name="Primary", timezone="Asia/Tokyo"
+        )
+        + oncall_yaml.one_policy_for_every_alert(oncall_yaml.step("schedule: primary"))
+    )
 
 
 async def oncall_name(url: str) -> str | None:

@@ -12,8 +12,9 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
+from yobidashi_testing import oncall_yaml
 from yobidashi_testing.commands import run_cli
-from yobidashi_testing.dialer_stack import dialer_stack, write_oncall
+from yobidashi_testing.dialer_stack import ADMIN_AUTH, ADMIN_TOKEN, dialer_stack, write_oncall
 from yobidashi_testing.stack import (
     Bus,
     SimAccount,
@@ -26,32 +27,20 @@ from yobidashi_testing.stack import (
 
 pytestmark = pytest.mark.integration
 
-TOKEN = "override-admin-token-0123456789"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 PHONES = {"boss": "+819044440009", "tanaka": "+819044440001", "sato": "+819044440002"}
-CONFIG = """\
-contacts:
-  - {id: boss, name: 部長, phones: ["+819044440009"]}
-  - {id: tanaka, name: 田中, phones: ["+819044440001"]}
-  - {id: sato, name: 佐藤, phones: ["+819044440002"]}
-schedules:
-  - id: primary
-    name: Primary
-    timezone: Asia/Tokyo
-    layers:
-      - rotation: {type: weekly, start: 2026-01-05T09:00, members: [tanaka]}
-policies:
-  - id: p
-    attempts: 1
-    steps:
-      - targets: [{contact: boss}]
-        wait: 10m
-      - targets: [{schedule: primary}]
-        wait: 10m
-routes:
-  - id: all
-    policy: p
-"""
+CONFIG = (
+    oncall_yaml.contacts(
+        oncall_yaml.contact("boss", "部長", PHONES["boss"]),
+        oncall_yaml.TANAKA_CONTACT,
+        oncall_yaml.SATO_CONTACT,
+    )
+    + oncall_yaml.one_schedule(
+        "primary", oncall_yaml.weekly_layer("tanaka"), name="Primary", timezone="Asia/Tokyo"
+    )
+    + oncall_yaml.one_policy_for_every_alert(
+        oncall_yaml.step("contact: boss"), oncall_yaml.step("schedule: primary"), attempts=1
+    )
+)
 
 
 def tokyo(delta: timedelta) -> str:
@@ -84,7 +73,10 @@ async def on_call(url: str) -> dict[str, Any] | None:
 async def test_an_override_made_on_one_replica_rings_sato_in_the_next_step_on_the_other(
     nats_url: str, tmp_path: Path
 ) -> None:
-    env = {"YOBIDASHI_CONFIG": str(write_oncall(tmp_path, CONFIG)), "YOBIDASHI_ADMIN_TOKEN": TOKEN}
+    env = {
+        "YOBIDASHI_CONFIG": str(write_oncall(tmp_path, CONFIG)),
+        "YOBIDASHI_ADMIN_TOKEN": ADMIN_TOKEN,
+    }
     # Real time in the simulator: the boss's call waits for a key while we change the roster.
     async with (
         simulator(time_scale=1.0) as sim,
@@ -100,7 +92,7 @@ async def test_an_override_made_on_one_replica_rings_sato_in_the_next_step_on_th
         await sim.wait_status(boss_call["sid"], "in-progress")
 
         # Tanaka is sick: the change goes in through replica A while the boss's phone rings.
-        made = await http.post(f"{a.url}/v1/overrides", json=override(), headers=AUTH)
+        made = await http.post(f"{a.url}/v1/overrides", json=override(), headers=ADMIN_AUTH)
         assert made.status_code == 201, made.text
         ovr = made.json()
         assert ovr["from"].endswith("+09:00")
@@ -122,7 +114,7 @@ async def test_an_override_made_on_one_replica_rings_sato_in_the_next_step_on_th
         assert [c["contact"] for c in incident["calls"]] == ["部長", "佐藤"]
 
         # Removed through B: A's next decision is back to the rotation.
-        gone = await http.delete(f"{b.url}/v1/overrides/{ovr['id']}", headers=AUTH)
+        gone = await http.delete(f"{b.url}/v1/overrides/{ovr['id']}", headers=ADMIN_AUTH)
         assert gone.status_code == 200, gone.text
         await eventually(lambda: _if_name(a.url, "田中"), "replica A to drop the override")
         listed = (await http.get(f"{a.url}/v1/overrides")).json()
@@ -144,7 +136,7 @@ async def test_bad_overrides_are_refused_naming_the_field_and_nothing_is_stored(
 ) -> None:
     config = write_oncall(tmp_path, CONFIG)
     async with (
-        dialer_stack(nats_url, config, YOBIDASHI_ADMIN_TOKEN=TOKEN) as (_, d, _bus),
+        dialer_stack(nats_url, config, YOBIDASHI_ADMIN_TOKEN=ADMIN_TOKEN) as (_, d, _bus),
         httpx.AsyncClient(base_url=d.url) as http,
     ):
         cases = [
@@ -166,25 +158,25 @@ async def test_bad_overrides_are_refused_naming_the_field_and_nothing_is_stored(
             ({**override(), "colour": "red"}, 422, "colour"),
         ]
         for body, status, field in cases:
-            response = await http.post("/v1/overrides", json=body, headers=AUTH)
+            response = await http.post("/v1/overrides", json=body, headers=ADMIN_AUTH)
             assert response.status_code == status, (body, response.text)
             assert field in {d["field"] for d in response.json()["details"]}, response.text
         assert (await http.post("/v1/overrides", json=override())).status_code == 401
-        wrong = {"Authorization": f"Bearer {TOKEN}x"}
+        wrong = {"Authorization": f"Bearer {ADMIN_TOKEN}x"}
         assert (await http.post("/v1/overrides", json=override(), headers=wrong)).status_code == 401
         assert (await http.get("/v1/overrides")).json() == {"overrides": []}
 
         # Two writers at once for the same slot: exactly one wins, the other hears why.
         first, second = await asyncio.gather(
-            http.post("/v1/overrides", json=override(), headers=AUTH),
-            http.post("/v1/overrides", json=override(contact="boss"), headers=AUTH),
+            http.post("/v1/overrides", json=override(), headers=ADMIN_AUTH),
+            http.post("/v1/overrides", json=override(contact="boss"), headers=ADMIN_AUTH),
         )
         assert sorted([first.status_code, second.status_code]) == [201, 409]
         loser = first if first.status_code == 409 else second
         assert loser.json()["error"] == "overlap"
         assert loser.json()["details"][0]["field"] == "from"
         assert len((await http.get("/v1/overrides")).json()["overrides"]) == 1
-        missing = await http.delete("/v1/overrides/ovr-nothere", headers=AUTH)
+        missing = await http.delete("/v1/overrides/ovr-nothere", headers=ADMIN_AUTH)
         assert missing.status_code == 404
         assert missing.json()["error"] == "not_found"
 
@@ -196,7 +188,7 @@ async def test_without_an_admin_token_writes_are_off_and_reads_work(
         dialer_stack(nats_url, write_oncall(tmp_path, CONFIG)) as (_, d, _bus),
         httpx.AsyncClient(base_url=d.url) as http,
     ):
-        refused = await http.post("/v1/overrides", json=override(), headers=AUTH)
+        refused = await http.post("/v1/overrides", json=override(), headers=ADMIN_AUTH)
         assert refused.status_code == 503
         assert refused.json()["error"] == "writes_disabled"
         assert "YOBIDASHI_ADMIN_TOKEN" in refused.json()["message"]
@@ -208,8 +200,8 @@ async def test_the_cli_adds_lists_and_removes_and_names_the_bad_field(
     nats_url: str, tmp_path: Path
 ) -> None:
     config = write_oncall(tmp_path, CONFIG)
-    async with dialer_stack(nats_url, config, YOBIDASHI_ADMIN_TOKEN=TOKEN) as (_, d, _bus):
-        env = {"YOBIDASHI_DIALER_URL": d.url, "YOBIDASHI_ADMIN_TOKEN": TOKEN}
+    async with dialer_stack(nats_url, config, YOBIDASHI_ADMIN_TOKEN=ADMIN_TOKEN) as (_, d, _bus):
+        env = {"YOBIDASHI_DIALER_URL": d.url, "YOBIDASHI_ADMIN_TOKEN": ADMIN_TOKEN}
         start, end = tokyo(-timedelta(hours=1)), tokyo(timedelta(hours=5))
         code, out = await run_cli(
             "override", "add", "--schedule", "primary", "--contact", "sato",
@@ -248,7 +240,10 @@ async def test_a_replica_killed_while_overrides_are_written_leaves_whole_ones_on
 ) -> None:
     """kill -9 in the middle of a stream of writes: each is one compare-and-set, so what the
     bucket holds afterwards is whole, every 201 is there, and the slots still do not overlap."""
-    env = {"YOBIDASHI_CONFIG": str(write_oncall(tmp_path, CONFIG)), "YOBIDASHI_ADMIN_TOKEN": TOKEN}
+    env = {
+        "YOBIDASHI_CONFIG": str(write_oncall(tmp_path, CONFIG)),
+        "YOBIDASHI_ADMIN_TOKEN": ADMIN_TOKEN,
+    }
     account = SimAccount("http://127.0.0.1:9")  # overrides never reach Twilio
     victim = dialer_process(nats_url, account, tmp_path / "victim.log", env).start()
     answered: list[str] = []
@@ -263,7 +258,7 @@ async def test_a_replica_killed_while_overrides_are_written_leaves_whole_ones_on
 
     async def write(http: httpx.AsyncClient, body: dict[str, Any]) -> None:
         try:
-            response = await http.post(f"{victim.url}/v1/overrides", json=body, headers=AUTH)
+            response = await http.post(f"{victim.url}/v1/overrides", json=body, headers=ADMIN_AUTH)
         except httpx.HTTPError:
             return  # died under us: this one may or may not have been stored
         assert response.status_code in {201, 409, 503}, response.text

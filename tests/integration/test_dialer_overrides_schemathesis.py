@@ -19,6 +19,7 @@ from schemathesis import Case, GenerationMode
 
 from yobidashi_harness.nats_server import NatsServer
 from yobidashi_harness.processes import ServiceProcess
+from yobidashi_testing import oncall_yaml
 from yobidashi_testing.stack import SimAccount, dialer_process
 
 from .test_ingest_schemathesis import check, fuzz, load_schema
@@ -33,15 +34,9 @@ AUTHS: dict[str, dict[str, str]] = {
     "basic": {"Authorization": f"Basic {TOKEN}"},
 }
 ERRORS = {"unauthorized", "invalid_json", "invalid_field", "overlap", "not_found", "too_large"}
-CONFIG = """\
-contacts:
-  - {id: tanaka, name: 田中, phones: ["+819044440001"]}
-  - {id: sato, name: 佐藤, phones: ["+819044440002"]}
-schedules:
-  - id: primary
-    layers:
-      - rotation: {type: weekly, start: 2026-01-05T09:00, members: [tanaka]}
-"""
+CONFIG = oncall_yaml.contacts(
+    oncall_yaml.TANAKA_CONTACT, oncall_yaml.SATO_CONTACT
+) + oncall_yaml.one_schedule("primary", oncall_yaml.weekly_layer("tanaka"))
 
 
 @pytest.fixture

@@ -18,8 +18,9 @@ import pytest
 
 from yobidashi_dialer import metrics
 from yobidashi_harness.nats_server import free_port
+from yobidashi_testing import oncall_yaml
 from yobidashi_testing.commands import run_cli
-from yobidashi_testing.dialer_stack import write_oncall
+from yobidashi_testing.dialer_stack import ADMIN_AUTH, ADMIN_TOKEN, write_oncall
 from yobidashi_testing.people import SATO, TANAKA
 from yobidashi_testing.stack import (
     RunningDialer,
@@ -32,18 +33,10 @@ from yobidashi_testing.stack import (
 
 pytestmark = pytest.mark.integration
 
-TOKEN = "verify-admin-token-0123456789"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 ZABBIX_ONLY = "+819055550007"
-CONFIG = """\
-contacts:
-  - {id: tanaka, name: 田中, phones: ["+819044440001"]}
-  - {id: sato, name: Sato, phones: ["+819044440002"], language: en}
-schedules:
-  - id: primary
-    layers:
-      - rotation: {type: weekly, start: 2026-01-05T09:00, members: [tanaka]}
-"""
+CONFIG = oncall_yaml.contacts(
+    oncall_yaml.TANAKA_CONTACT, oncall_yaml.contact("sato", "Sato", SATO, language="en")
+) + oncall_yaml.one_schedule("primary", oncall_yaml.weekly_layer("tanaka"))
 
 
 async def heard_code(sim: Sim, number: str) -> tuple[str, dict[str, Any]]:
@@ -78,7 +71,7 @@ async def verifying_dialer(nats_url: str, config: Path) -> AsyncIterator[tuple[S
     async with (
         simulator(time_scale=0.2) as sim,
         dialer_in_process(
-            nats_url, sim, YOBIDASHI_CONFIG=str(config), YOBIDASHI_ADMIN_TOKEN=TOKEN
+            nats_url, sim, YOBIDASHI_CONFIG=str(config), YOBIDASHI_ADMIN_TOKEN=ADMIN_TOKEN
         ) as dialer,
     ):
         yield sim, dialer
@@ -94,7 +87,7 @@ async def test_keyed_wrong_silent_and_unanswered_verifications(
 
         async def start(who: str) -> dict[str, Any]:
             response = await http.post(
-                f"{d.url}/v1/contacts/verify", json={"contact": who}, headers=AUTH
+                f"{d.url}/v1/contacts/verify", json={"contact": who}, headers=ADMIN_AUTH
             )
             assert response.status_code == 202, response.text
             body: dict[str, Any] = response.json()
@@ -158,7 +151,7 @@ async def test_keyed_wrong_silent_and_unanswered_verifications(
 
         # Refusals name the field; no token, no call.
         bad = await http.post(
-            f"{d.url}/v1/contacts/verify", json={"contact": "nobody"}, headers=AUTH
+            f"{d.url}/v1/contacts/verify", json={"contact": "nobody"}, headers=ADMIN_AUTH
         )
         assert bad.status_code == 422
         assert bad.json()["details"][0]["field"] == "contact"
@@ -171,7 +164,7 @@ async def test_the_cli_says_verified_or_which_failure_and_lists_the_unverified(
 ) -> None:
     path = write_oncall(tmp_path, CONFIG)
     async with verifying_dialer(nats_url, path) as (sim, d):
-        env = {"YOBIDASHI_DIALER_URL": d.url, "YOBIDASHI_ADMIN_TOKEN": TOKEN}
+        env = {"YOBIDASHI_DIALER_URL": d.url, "YOBIDASHI_ADMIN_TOKEN": ADMIN_TOKEN}
         await sim.scenario(TANAKA, {"answer": "human"})
         running = asyncio.create_task(run_cli("contact", "verify", "tanaka", env=env))
         code, _ = await heard_code(sim, TANAKA)
@@ -198,14 +191,17 @@ async def test_the_replica_that_placed_the_verification_call_is_killed_the_next_
     """kill -9 the dialer that placed the call while the phone listens for the code; a new one
     on the same address checks the code: the attempt (the code only as a hash) is in KV."""
     port = free_port()
-    env = {"YOBIDASHI_CONFIG": str(write_oncall(tmp_path, CONFIG)), "YOBIDASHI_ADMIN_TOKEN": TOKEN}
+    env = {
+        "YOBIDASHI_CONFIG": str(write_oncall(tmp_path, CONFIG)),
+        "YOBIDASHI_ADMIN_TOKEN": ADMIN_TOKEN,
+    }
     async with simulator(time_scale=1.0) as sim, httpx.AsyncClient() as http:
         first = dialer_process(nats_url, sim, tmp_path / "first.log", env, port=port)
         await asyncio.to_thread(first.start)
         try:
             await sim.scenario(TANAKA, {"answer": "human"})
             started = await http.post(
-                f"{first.url}/v1/contacts/verify", json={"contact": "tanaka"}, headers=AUTH
+                f"{first.url}/v1/contacts/verify", json={"contact": "tanaka"}, headers=ADMIN_AUTH
             )
             assert started.status_code == 202, started.text
             attempt = started.json()

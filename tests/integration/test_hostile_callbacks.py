@@ -29,6 +29,7 @@ from yobidashi_common.subjects import ACKS_STREAM, CALLS_STREAM, KEYS_STREAM
 from yobidashi_dialer.core.model import IncidentStatus
 from yobidashi_harness import zabbix_scenario as zs
 from yobidashi_harness.zabbix_dev import DevInstance
+from yobidashi_testing import oncall_yaml
 from yobidashi_testing.dialer_stack import dialer_stack, write_oncall
 from yobidashi_testing.e2e import e2e_stack
 from yobidashi_testing.people import ANSWERS_AND_PRESSES_1, YAMADA
@@ -277,17 +278,10 @@ async def test_a_late_signed_1_on_an_exhausted_policy_is_taken_not_called_recove
     (Incident.takes_acks): a 1 that arrives late must not hear "already recovered"."""
     config = write_oncall(
         tmp_path,
-        f"""contacts:
-  - {{id: yamada, name: Yamada, phones: ['{YAMADA}']}}
-policies:
-  - id: p
-    attempts: 1
-    steps:
-      - {{targets: [{{contact: yamada}}], wait: 1s}}
-routes:
-  - id: all
-    policy: p
-""",
+        oncall_yaml.contacts(oncall_yaml.contact("yamada", "Yamada", YAMADA))
+        + oncall_yaml.one_policy_for_every_alert(
+            oncall_yaml.step("contact: yamada", wait="1s"), attempts=1
+        ),
     )
     async with dialer_stack(nats_url, config, TWILIO_RING_TIMEOUT=RING_LONG) as (sim, d, bus):
         await sim.scenario(YAMADA, {"answer": "human", "answer_after": 1})  # presses nothing

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -32,7 +31,6 @@ from schemathesis.checks import (
 
 from yobidashi_harness.nats_server import NatsServer
 from yobidashi_harness.processes import ServiceProcess
-from yobidashi_testing.commands import ingest_process
 from yobidashi_testing.stack import stored_alerts
 
 pytestmark = pytest.mark.integration
@@ -55,11 +53,9 @@ AUTHS: dict[str, dict[str, str]] = {
 
 
 @pytest.fixture
-def ingest(nats_server: NatsServer, tmp_path: Path) -> Iterator[ServiceProcess]:
-    with ingest_process(
-        nats_server.url, tmp_path, INGEST_TOKEN=TOKEN, INGEST_MAX_BODY_BYTES="65536"
-    ) as proc:
-        yield proc
+def ingest_env() -> dict[str, str]:
+    """For conftest's ``ingest``."""
+    return {"INGEST_TOKEN": TOKEN, "INGEST_MAX_BODY_BYTES": "65536"}
 
 
 @pytest.fixture
