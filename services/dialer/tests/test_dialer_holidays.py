@@ -16,11 +16,11 @@ import pytest
 from yobidashi_dialer.oncall import ConfigError, load_text
 from yobidashi_dialer.oncall.schedule import next_change, who_is_on_call
 from yobidashi_dialer.views import oncall_view
-from yobidashi_testing.people import CONTACTS_YAML
+from yobidashi_testing.oncall_yaml import THREE_CONTACTS
 
 TOKYO = ZoneInfo("Asia/Tokyo")
 CONFIG = (
-    CONTACTS_YAML
+    THREE_CONTACTS
     + """\
 schedules:
   - id: primary

@@ -17,10 +17,10 @@ from yobidashi_dialer.oncall.overrides import (
 )
 from yobidashi_dialer.oncall.schedule import who_is_on_call
 from yobidashi_dialer.views import oncall_view
-from yobidashi_testing.people import CONTACTS_YAML
+from yobidashi_testing.oncall_yaml import THREE_CONTACTS
 
 CONFIG = load_text(
-    CONTACTS_YAML
+    THREE_CONTACTS
     + """\
   - {id: hotline, name: 窓口, phones: ["0120-444-444"]}
 schedules:
