@@ -29,9 +29,11 @@ from yobidashi_harness.nats_server import NatsServer
 from yobidashi_ingest.app import create_app
 from yobidashi_ingest.settings import IngestSettings
 from yobidashi_ingest.zabbix import (
+    FROM_JSON_BYTES,
     TITLE_MAX,
     NormalizationError,
     ZabbixWebhook,
+    _zabbix_time,
     to_alert_event,
     unresolved_to_none,
 )
@@ -229,6 +231,43 @@ def test_surrogates_and_deep_nesting_examples() -> None:
     assert nested.errors()[0]["loc"][0] == "event_tags"
     unicode_digits = normalize(payloads.problem(event_id="١٢٣"))
     assert isinstance(unicode_digits, ValidationError)
+
+
+@given(hostile_text.filter(SURROGATE.search), st.booleans())
+@example("\ud800", True)
+@example("ok \udfff", False)
+def test_json_bytes_never_carry_a_lone_surrogate_to_the_model(text: str, ascii_only: bool) -> None:
+    """The endpoint validates JSON bytes without the surrogate walk (FROM_JSON_BYTES): that is
+    right only while the JSON parser refuses a lone surrogate, as an escape or as raw bytes."""
+    body = json.dumps({"event_id": "1", "event_name": text}, ensure_ascii=ascii_only)
+    with pytest.raises(ValidationError) as refused:
+        ZabbixWebhook.model_validate_json(
+            body.encode("utf-8", "surrogatepass"), context={FROM_JSON_BYTES: True}
+        )
+    assert refused.value.errors()[0]["type"] == "json_invalid"
+
+
+@given(st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(2200, 1, 1)))
+def test_zabbix_dates_read_as_strptime_reads_them(moment: datetime) -> None:
+    tz = ZoneInfo("Asia/Tokyo")
+    for date, time in [
+        (moment.strftime("%Y.%m.%d"), moment.strftime("%H:%M:%S")),
+        (
+            f"{moment.year}.{moment.month}.{moment.day}",
+            f"{moment.hour}:{moment.minute}:{moment.second}",
+        ),
+    ]:
+        expected = datetime.strptime(f"{date} {time}", "%Y.%m.%d %H:%M:%S").replace(tzinfo=tz)
+        assert _zabbix_time(date, time, tz) == expected
+
+
+@pytest.mark.parametrize(
+    ("date", "time"),
+    [("2026.02.30", "00:00:00"), ("2026.11.24", "24:00:00"), ("24.11.2026", "18:49:47"),
+     ("2026.11.24", "18:49"), ("{EVENT.DATE}", "{EVENT.TIME}"), ("2026.11.24 ", "18:49:47")],
+)  # fmt: skip
+def test_what_is_not_a_zabbix_date_is_no_date(date: str, time: str) -> None:
+    assert _zabbix_time(date, time, ZoneInfo("Asia/Tokyo")) is None
 
 
 # -- the HTTP endpoint --------------------------------------------------------------------------

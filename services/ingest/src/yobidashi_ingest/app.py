@@ -25,7 +25,12 @@ from yobidashi_common.subjects import alert_subject, shared_streams
 from yobidashi_common.telemetry import bind_trace, get_logger, new_traceparent, register_secret
 from yobidashi_ingest import metrics
 from yobidashi_ingest.settings import IngestSettings
-from yobidashi_ingest.zabbix import NormalizationError, ZabbixWebhook, to_alert_event
+from yobidashi_ingest.zabbix import (
+    FROM_JSON_BYTES,
+    NormalizationError,
+    ZabbixWebhook,
+    to_alert_event,
+)
 
 log = get_logger(__name__)
 
@@ -102,7 +107,7 @@ def create_app(settings: IngestSettings, bus: Bus | None = None) -> FastAPI:
     def parse(body: bytes) -> ZabbixWebhook:
         # Parsed and validated in one pass by pydantic-core, straight from the bytes.
         try:
-            return ZabbixWebhook.model_validate_json(body)
+            return ZabbixWebhook.model_validate_json(body, context={FROM_JSON_BYTES: True})
         except ValidationError as exc:
             first = exc.errors(include_url=False)[0]
             if first["type"] == "json_invalid":
