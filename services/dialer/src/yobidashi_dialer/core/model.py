@@ -338,31 +338,30 @@ class AlertArrived(_Model):
         return f"alert:{self.alert.dedup_key}"
 
 
-class CallPlaced(_Model):
-    kind: Literal["placed"] = "placed"
+class _DialOutcome(_Model):
+    """What became of one dial request: at most one outcome per call id."""
+
+    kind: str
     call_id: str
     page_id: str
     attempt: int
+
+    @property
+    def id(self) -> str:
+        return f"{self.kind}:{self.call_id}"
+
+
+class CallPlaced(_DialOutcome):
+    kind: Literal["placed"] = "placed"
     call_sid: str
     at: AwareDatetime
     shared: bool = False
     account: str | None = None
 
-    @property
-    def id(self) -> str:
-        return f"placed:{self.call_id}"
 
-
-class CallNotPlaced(_Model):
+class CallNotPlaced(_DialOutcome):
     kind: Literal["not_placed"] = "not_placed"
-    call_id: str
-    page_id: str
-    attempt: int
     reason: str
-
-    @property
-    def id(self) -> str:
-        return f"not_placed:{self.call_id}"
 
 
 class CallProgress(_Model):
