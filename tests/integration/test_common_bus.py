@@ -484,6 +484,23 @@ async def test_kv_store_keys_lists_every_key_under_a_prefix_in_one_request(nats_
         assert len(await store.keys()) == 41
 
 
+async def test_kv_store_offers_its_own_recent_view_and_nothing_older(nats_url: str) -> None:
+    async with connected(nats_url) as bus:
+        mine, other = KvStore(bus, "t_state", Ping), KvStore(bus, "t_state", Ping)
+        await mine.put("own", Ping(n=1))
+        assert mine.seen_within("own", 60) == Ping(n=1)
+        assert other.seen_within("own", 60) is None, "only what this store read or wrote"
+        await other.put("own", Ping(n=2))
+        # Another writer's change is not in the view until this store reads again.
+        assert mine.seen_within("own", 60) == Ping(n=1)
+        assert await mine.get("own") == (Ping(n=2), mine.last_revision("own"))
+        assert mine.seen_within("own", 60) == Ping(n=2)
+        await asyncio.sleep(0.05)
+        assert mine.seen_within("own", 0.01) is None, "older than asked for"
+        await mine.delete("own")
+        assert mine.seen_within("own", 60) is None
+
+
 def test_kv_key_escapes_what_nats_forbids() -> None:
     assert kv_key("zabbix:17", "+819012345678") == "zabbix=3A17.=2B819012345678"
     assert kv_key("a b", "ok_-=/") == "a=20b.ok_-=3D/"

@@ -48,6 +48,12 @@ CREATE_BACKOFF = (0.5, 1.0, 2.0, 4.0, 8.0)
 # account (about 7 s in all), before the create is tried again or moves on.
 LOOKUP_BACKOFF = (1.0, 2.0, 4.0)
 NO_ACCOUNT_PAUSE = 5.0
+# A dial request delivered this soon after this process stored its incident (the usual case: it
+# decided the call and published the request a moment ago) is checked against that view instead
+# of a fresh read. A stop another replica made in that second is caught as every stop that
+# races the create is: the engine hangs up a call placed for a page that is no longer dialling.
+# A request held longer (a bundle window, a busy line) reads the incident again.
+OWN_VIEW_SECONDS = 1.0
 
 
 class SwitchAccount(Exception):
@@ -97,7 +103,7 @@ class DialWorker:
         request = delivery.event
         bind_trace(delivery.traceparent, call_id=request.call_id)
         me = Waiting(call_id=request.call_id, target=request.targets[0])
-        mine = await self._wanted(me)
+        mine = await self._wanted(me, seen_within=OWN_VIEW_SECONDS)
         if mine is None:
             log.info("dial.dropped", reason="no longer wanted")
             return
@@ -149,10 +155,10 @@ class DialWorker:
         group = found[0].groups.get(call_id) if found else None
         return tuple(group) if group else (me,)
 
-    async def _wanted(self, request: Waiting) -> Incident | None:
+    async def _wanted(self, request: Waiting, seen_within: float = 0.0) -> Incident | None:
         """The incident, if its page still waits for exactly this call request."""
         target = request.target
-        incident = await self.engine.load(target.problem_key)
+        incident = await self.engine.load(target.problem_key, seen_within=seen_within)
         page = incident.page(target.page_id) if incident else None
         if (
             incident is not None

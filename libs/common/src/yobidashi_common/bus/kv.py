@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Generic, TypeVar
@@ -43,13 +44,13 @@ class KvStore(Generic[M]):
         self.bus = bus
         self.bucket = bucket
         self.model = model
-        # key -> (stored bytes, revision) as this process last read or wrote them. Only `mutate`
-        # uses it, as a guess that compare-and-set checks: bytes, so that no caller's in-place
-        # change to a model it was handed can alter what the guess says was stored.
-        self._last_seen: OrderedDict[str, tuple[bytes, int]] = OrderedDict()
+        # key -> (stored bytes, revision, when) as this process last read or wrote them: a guess
+        # that `mutate`'s compare-and-set checks, and the view `seen_within` offers. Bytes, so
+        # that no caller's in-place change to a model it was handed can alter what was stored.
+        self._last_seen: OrderedDict[str, tuple[bytes, int, float]] = OrderedDict()
 
     def _remember(self, key: str, data: bytes, revision: int) -> None:
-        self._last_seen[key] = (data, revision)
+        self._last_seen[key] = (data, revision, time.monotonic())
         self._last_seen.move_to_end(key)
         if len(self._last_seen) > LAST_SEEN_KEYS:
             self._last_seen.popitem(last=False)
@@ -58,6 +59,15 @@ class KvStore(Generic[M]):
         """The revision of ``key`` as this process last read or wrote it (no request)."""
         seen = self._last_seen.get(key)
         return seen[1] if seen else None
+
+    def seen_within(self, key: str, seconds: float) -> M | None:
+        """The value of ``key`` as this process read or wrote it in the last ``seconds``, with no
+        request; None if it has no view that recent. Another process may have written since:
+        only for a caller whose decision a later compare-and-set or a later event corrects."""
+        seen = self._last_seen.get(key)
+        if seen is None or time.monotonic() - seen[2] > seconds:
+            return None
+        return self.model.model_validate_json(seen[0])
 
     async def get(self, key: str) -> tuple[M, int] | None:
         kv = await self.bus.kv(self.bucket)

@@ -48,8 +48,13 @@ class Engine:
         self.now = now
         self.observers = observers or DEFAULT_OBSERVERS
 
-    async def load(self, problem_key: str) -> Incident | None:
-        found = await self.incidents.get(incident_key(problem_key))
+    async def load(self, problem_key: str, *, seen_within: float = 0.0) -> Incident | None:
+        """The problem's incident, read from the bus; or, given ``seen_within``, as this
+        process wrote or read it in that many seconds, if it did (no request)."""
+        key = incident_key(problem_key)
+        if seen_within > 0 and (seen := self.incidents.seen_within(key, seen_within)) is not None:
+            return seen
+        found = await self.incidents.get(key)
         return found[0] if found else None
 
     async def recent(self, limit: int) -> list[Incident]:
