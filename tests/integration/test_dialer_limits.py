@@ -171,3 +171,29 @@ async def test_the_combined_slots_start_from_the_budgets_kept_before_them(nats_u
         assert found[0].sent == [now - 0.2]
     finally:
         await bus.close()
+
+
+async def test_the_window_holds_only_the_last_second_however_large_the_cps(
+    nats_url: str,
+) -> None:
+    """Creates older than the window never make a create wait, so they are not kept: the value
+    every call writes stays the size of the last second's creates, not of the CPS budget."""
+    [bus] = await started_buses(nats_url, 1)
+    clock = [1_000.0]
+    budget = Budget(bus, 1000, 0, live_ttl=60, account="roomy", clock=lambda: clock[0])
+    try:
+        grants = []
+        for _ in range(30):  # 10 creates a second for 3 seconds
+            grants.append(await budget.wait_cps())
+            clock[0] += 0.1
+        found = await KvStore(bus, LIMITS.name, Slots).get("slots.roomy")
+        assert found is not None
+        assert found[0].sent == [g for g in grants if g > grants[-1] - 1.0 - WINDOW_MARGIN]
+        assert len(found[0].sent) == 11
+        # A create slower than the window counts again from its answer.
+        await budget.sent(grants[0], clock[0])
+        found = await KvStore(bus, LIMITS.name, Slots).get("slots.roomy")
+        assert found is not None
+        assert found[0].sent[-1] == clock[0]
+    finally:
+        await bus.close()

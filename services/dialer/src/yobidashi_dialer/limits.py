@@ -106,6 +106,12 @@ class Budget:
                 )
         self._started = True
 
+    def _window(self, sent: list[float], now: float) -> list[float]:
+        """The creates that still count at ``now``, oldest first: at most CPS of them, none older
+        than the window. An older one can never make a create wait (see `_cps_free`), and
+        keeping it would make every write of the value grow with the CPS budget, not the load."""
+        return [t for t in sorted(sent) if t > now - 1.0 - WINDOW_MARGIN][-self.cps :]
+
     def _cps_free(self, sent: list[float], now: float) -> float:
         """How long until one more create fits the window ``sent`` (0: now)."""
         if len(sent) >= self.cps and now < sent[0] + 1.0 + WINDOW_MARGIN:
@@ -123,13 +129,13 @@ class Budget:
             now = self._now()
             state = current or Slots()
             live = {k: v for k, v in state.calls.items() if v > now}
-            sent = state.sent[-self.cps :]
+            sent = self._window(state.sent, now)
             changed = len(live) != len(state.calls)  # expired entries were dropped
             wait, granted = 0.0, 0.0
             if call_id not in live:
                 if self.max_concurrent and len(live) >= self.max_concurrent:
                     got = False
-                    return Slots(calls=live, sent=state.sent) if changed else None
+                    return Slots(calls=live, sent=sent) if changed else None
                 live[call_id] = now + self.live_ttl
                 changed = True
             got = True
@@ -137,8 +143,8 @@ class Budget:
                 wait = self._cps_free(sent, now)
                 if wait <= 0:
                     granted = now
-                    return Slots(calls=live, sent=sorted([*sent, now])[-self.cps :])
-            return Slots(calls=live, sent=state.sent) if changed else None
+                    return Slots(calls=live, sent=self._window([*sent, now], now))
+            return Slots(calls=live, sent=sent) if changed else None
 
         result = await self._mutate(change)
         metrics.CONCURRENT_CALLS.set(len(result.calls) if result else 0)
@@ -151,13 +157,13 @@ class Budget:
         def change(current: Slots | None) -> Slots | None:
             nonlocal wait, granted
             state = current or Slots()
-            sent = state.sent[-self.cps :]
             now = self._now()
+            sent = self._window(state.sent, now)
             wait, granted = self._cps_free(sent, now), 0.0
             if wait > 0:
                 return None
             granted = now
-            return Slots(calls=state.calls, sent=sorted([*sent, now])[-self.cps :])
+            return Slots(calls=state.calls, sent=self._window([*sent, now], now))
 
         await self._mutate(change)
         return wait, granted
@@ -166,10 +172,15 @@ class Budget:
         """The create granted at ``granted`` got its response at ``answered``: count from then."""
 
         def change(current: Slots | None) -> Slots | None:
-            if current is None or granted not in current.sent:
+            if current is None:
                 return None
-            moved = [answered if t == granted else t for t in current.sent]
-            return Slots(calls=current.calls, sent=sorted(moved)[-self.cps :])
+            now = self._now()
+            others = [t for t in current.sent if t != granted]
+            if len(others) == len(current.sent) and answered <= now - 1.0 - WINDOW_MARGIN:
+                return None  # its grant left the window, and so has its answer
+            # A grant that already left the window (a create slower than the window) counts
+            # again from its answer, as one still in it does.
+            return Slots(calls=current.calls, sent=self._window([*others, answered], now))
 
         await self._mutate(change)
 
@@ -229,7 +240,7 @@ class Budget:
             if current is None or call_id not in current.calls:
                 return None
             calls = {k: v for k, v in current.calls.items() if k != call_id}
-            return Slots(calls=calls, sent=current.sent)
+            return Slots(calls=calls, sent=self._window(current.sent, self._now()))
 
         result = await self._mutate(change)
         metrics.CONCURRENT_CALLS.set(len(result.calls) if result else 0)
