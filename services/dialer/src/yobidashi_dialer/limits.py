@@ -83,11 +83,16 @@ class Budget:
         # One contender per replica: if every waiting call woke at once and raced for the slot,
         # the losers' retries would delay the winner's actual send past the time it recorded.
         self._cps_turn = asyncio.Lock()
+        # Every call changes this one value two or three times. Changes from this replica go one
+        # at a time: each is then one compare-and-set from the last write, where concurrent ones
+        # would mostly lose to each other and pay a read and another write each.
+        self._writing = asyncio.Lock()
 
     async def _mutate(self, change: Callable[[Slots | None], Slots | None]) -> Slots | None:
-        if not self._started:
-            await self._start()
-        return await self._store.mutate(self._key, change)
+        async with self._writing:
+            if not self._started:
+                await self._start()
+            return await self._store.mutate(self._key, change)
 
     async def _start(self) -> None:
         """Once per process: if the account has no `Slots` yet, start it from the two values
