@@ -6,12 +6,13 @@ one value (`Slots`, key ``slots`` for the primary, ``slots.<name>`` for a fallba
 both budgets, so that the usual call takes its live-call slot and its create slot in one
 compare-and-set, checked against both limits at once:
 
-- ``sent``: the send times of the last CPS creates. A create may go only once the oldest of them
-  is more than a second (plus a margin) old, so no rolling second ever holds more than CPS
-  creates, while a burst may still use the whole budget at once. A slot is recorded when it
-  is granted and moved to the time the create's response came back once it has: whatever the
-  delays on the way, Twilio saw the create no later than that, so counting from it keeps the
-  window true at Twilio's end. It costs one request round-trip per window of throughput.
+- ``sent``: the send times of the last second's creates (CPS at most). A create may go only
+  once the oldest of them is more than a second (plus a margin) old, so no rolling second ever
+  holds more than CPS creates, while a burst may still use the whole budget at once. A slot
+  is recorded when it is granted and moved to the time the create's response came back once
+  it has: whatever the delays on the way, Twilio saw the create no later than that, so
+  counting from it keeps the window true at Twilio's end. It costs one request round-trip
+  per window of throughput.
 - ``calls``: the calls currently counted against the concurrency cap, each with an expiry so
   that a lost final callback cannot leak a slot forever.
 
