@@ -50,9 +50,9 @@ LOOKUP_BACKOFF = (1.0, 2.0, 4.0)
 NO_ACCOUNT_PAUSE = 5.0
 # A dial request delivered this soon after this process stored its incident (the usual case: it
 # decided the call and published the request a moment ago) is checked against that view instead
-# of a fresh read. A stop another replica made in that second is caught as every stop that
-# races the create is: the engine hangs up a call placed for a page that is no longer dialling.
-# A request held longer (a bundle window, a busy line) reads the incident again.
+# of a fresh read, when the view says the page waits for it (see `_wanted`; "no" is only ever
+# said on a fresh read). A stop another replica made in that second is caught as every stop
+# that races the create is: the engine hangs up a call placed for a page no longer dialling.
 OWN_VIEW_SECONDS = 1.0
 
 
@@ -156,20 +156,31 @@ class DialWorker:
         return tuple(group) if group else (me,)
 
     async def _wanted(self, request: Waiting, seen_within: float = 0.0) -> Incident | None:
-        """The incident, if its page still waits for exactly this call request."""
+        """The incident, if its page still waits for exactly this call request.
+
+        With ``seen_within``, this process's recent view is tried first, but only trusted when
+        it says yes: a view that names this very call request is at least as new as the write
+        that queued it. One that says no may be older than that write (another replica moved
+        the page on since), so the answer no is only ever given on a fresh read."""
+        if seen_within > 0:
+            seen = self.engine.seen(request.target.problem_key, seen_within)
+            if self._waits_for(seen, request):
+                return seen
+        incident = await self.engine.load(request.target.problem_key)
+        return incident if self._waits_for(incident, request) else None
+
+    @staticmethod
+    def _waits_for(incident: Incident | None, request: Waiting) -> bool:
         target = request.target
-        incident = await self.engine.load(target.problem_key, seen_within=seen_within)
         page = incident.page(target.page_id) if incident else None
-        if (
+        return (
             incident is not None
             and incident.open
             and page is not None
             and page.attempt == target.attempt
             and page.call_id == request.call_id
             and page.status is PageStatus.DIALLING
-        ):
-            return incident
-        return None
+        )
 
     async def _join(self, call_id: str, me: Waiting) -> None:
         """Our page rides a call another request placed (a bundle)."""

@@ -48,14 +48,14 @@ class Engine:
         self.now = now
         self.observers = observers or DEFAULT_OBSERVERS
 
-    async def load(self, problem_key: str, *, seen_within: float = 0.0) -> Incident | None:
-        """The problem's incident, read from the bus; or, given ``seen_within``, as this
-        process wrote or read it in that many seconds, if it did (no request)."""
-        key = incident_key(problem_key)
-        if seen_within > 0 and (seen := self.incidents.seen_within(key, seen_within)) is not None:
-            return seen
-        found = await self.incidents.get(key)
+    async def load(self, problem_key: str) -> Incident | None:
+        found = await self.incidents.get(incident_key(problem_key))
         return found[0] if found else None
+
+    def seen(self, problem_key: str, within: float) -> Incident | None:
+        """The problem's incident as this process wrote or read it in the last ``within``
+        seconds, with no request; None if it has no view that recent."""
+        return self.incidents.seen_within(incident_key(problem_key), within)
 
     async def recent(self, limit: int) -> list[Incident]:
         """The incidents that changed last, newest first."""
